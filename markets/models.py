@@ -1,0 +1,172 @@
+"""Venue-neutral vocabulary: platforms, price statuses, exact units, and `MarketPrice`.
+
+Books never hold floats. Prices are integer ticks of $0.0001 for both venues (Kalshi
+has deci-cent grids, Polymarket ticks go down to 0.0001) and sizes are integer
+fixed-point units, so that ``"0.5"``, ``".50"`` and ``"0.50"`` are one level and
+additive Kalshi deltas sum exactly. Floats appear only at the edge, in `MarketPrice`,
+which is what consumers read.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from enum import StrEnum
+from typing import NamedTuple
+
+TICKS_PER_DOLLAR = 10_000
+PRICE_PLACES = 4
+
+KALSHI_SIZE_PLACES = 2
+"""Kalshi counts have a 0.01-contract granularity; deltas add, so they must sum exactly."""
+
+POLYMARKET_SIZE_PLACES = 6
+"""Polymarket conditional tokens carry 6 decimals on chain."""
+
+
+class Platform(StrEnum):
+    KALSHI = "kalshi"
+    POLYMARKET = "polymarket"
+
+
+class PriceStatus(StrEnum):
+    """Whether a consumer may act on a price.
+
+    LIVE: the book is known to be exact. STALE: no data for longer than the watchdog
+    allows, or the connection is down. RESYNCING: the book is known to be wrong (a
+    sequence gap, an impossible level) and waits for a fresh snapshot. CLOSED: the
+    market no longer trades.
+    """
+
+    LIVE = "live"
+    STALE = "stale"
+    RESYNCING = "resyncing"
+    CLOSED = "closed"
+
+
+def parse_fixed(value: str | int | float, places: int) -> int:
+    """Parse a decimal number into an integer count of 10**-places units.
+
+    Wire values are decimal strings (``"0.960"``, ``".48"``, ``"-54.00"``), though
+    some venues have been seen sending JSON numbers, so ints and floats are accepted
+    too. Extra digits are rounded half away from zero, never truncated. Anything that
+    is not a finite decimal raises ValueError naming the value.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        negative = text.startswith("-")
+        digits = text[1:] if negative or text.startswith("+") else text
+        whole, dot, frac = digits.partition(".")
+        if (whole.isdigit() or (whole == "" and frac)) and (frac.isdigit() or frac == ""):
+            scale = 10**places
+            units = int(whole or "0") * scale
+            if len(frac) <= places:
+                units += int(frac.ljust(places, "0") or "0")
+            else:
+                units += int(frac[:places]) + (frac[places] >= "5")
+            return -units if negative else units
+        return _parse_fixed_slow(text, places)
+    if isinstance(value, bool):
+        raise ValueError(f"expected a decimal number, got boolean {value!r}")
+    if isinstance(value, int):
+        return value * 10**places
+    if isinstance(value, float):
+        return _parse_fixed_slow(repr(value), places)
+    raise ValueError(f"expected a decimal number, got {type(value).__name__} {value!r}")
+
+
+def _parse_fixed_slow(text: str, places: int) -> int:
+    """Exponents, float reprs and other rare spellings go through Decimal."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal number: {text!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {text!r}")
+    return int(number.scaleb(places).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+_PRICE_CACHE: dict[str, int] = {}
+_PRICE_CACHE_LIMIT = 1 << 16
+
+
+def parse_price_ticks(value: str | int | float) -> int:
+    """Parse a dollar price into ticks of $0.0001 and insist it lies in [0, 1].
+
+    A book sees the same few hundred price strings over and over, so valid string
+    prices are memoized. The memo stops growing at a fixed size, so a feed full of
+    odd spellings costs speed, never memory.
+    """
+    cached = _PRICE_CACHE.get(value) if isinstance(value, str) else None
+    if cached is not None:
+        return cached
+    ticks = parse_fixed(value, PRICE_PLACES)
+    if not 0 <= ticks <= TICKS_PER_DOLLAR:
+        raise ValueError(f"price out of range [0, 1]: {value!r}")
+    if isinstance(value, str) and len(_PRICE_CACHE) < _PRICE_CACHE_LIMIT:
+        _PRICE_CACHE[value] = ticks
+    return ticks
+
+
+def ticks_to_dollars(ticks: int) -> float:
+    return ticks / TICKS_PER_DOLLAR
+
+
+def format_price(ticks: int) -> str:
+    """Render ticks the way the venues write prices: four decimals of a dollar."""
+    return f"{ticks // TICKS_PER_DOLLAR}.{ticks % TICKS_PER_DOLLAR:04d}"
+
+
+def format_fixed(units: int, places: int) -> str:
+    """Render fixed-point units as a decimal string with exactly `places` decimals."""
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), 10**places)
+    return f"{sign}{whole}.{frac:0{places}d}" if places else f"{sign}{whole}"
+
+
+class MarketPrice(NamedTuple):
+    """The normalized top of book of one binary market, as published on the bus.
+
+    Dollars are floats in [0, 1] for consumers; an empty side is None, never a
+    0.0/1.0 that would read as a price. NO-side prices and the mid are derived, not
+    stored, so they can never disagree with the YES side. A NamedTuple keeps the
+    record immutable and cheap to build on the per-message path.
+    """
+
+    market_id: str
+    yes_bid: float | None
+    yes_ask: float | None
+    yes_bid_size: float | None
+    yes_ask_size: float | None
+    platform: Platform
+    status: PriceStatus = PriceStatus.LIVE
+    last_trade: float | None = None
+    venue_ts_ms: int | None = None
+    recv_ts_ns: int = 0
+    publish_ts_ns: int = 0
+    seq: int = 0
+
+    @property
+    def no_bid(self) -> float | None:
+        """A YES ask at X is a NO bid at 1 - X."""
+        return None if self.yes_ask is None else round(1.0 - self.yes_ask, PRICE_PLACES)
+
+    @property
+    def no_ask(self) -> float | None:
+        return None if self.yes_bid is None else round(1.0 - self.yes_bid, PRICE_PLACES)
+
+    @property
+    def mid(self) -> float | None:
+        """Mid of the YES side; None unless both sides are quoted."""
+        if self.yes_bid is None or self.yes_ask is None:
+            return None
+        return (self.yes_bid + self.yes_ask) / 2
+
+    @property
+    def spread(self) -> float | None:
+        if self.yes_bid is None or self.yes_ask is None:
+            return None
+        return round(self.yes_ask - self.yes_bid, PRICE_PLACES)
+
+    @property
+    def is_crossed(self) -> bool:
+        return self.yes_bid is not None and self.yes_ask is not None and self.yes_bid > self.yes_ask

@@ -1,0 +1,132 @@
+"""The MarketPrice wire codec and bus topics."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+import zmq
+from hypothesis import given
+from hypothesis import strategies as st
+
+from markets.codec import SCHEMA_VERSION, CodecError, decode, encode, parse_topic, topic, venue_prefix
+from markets.models import MarketPrice, Platform, PriceStatus
+
+dollars = st.one_of(st.none(), st.integers(0, 10_000).map(lambda t: t / 10_000))
+sizes = st.one_of(st.none(), st.floats(0, 1e9, allow_nan=False))
+counts = st.integers(0, 2**63 - 1)
+
+prices = st.builds(
+    MarketPrice,
+    market_id=st.text(min_size=1, max_size=80),
+    yes_bid=dollars,
+    yes_ask=dollars,
+    yes_bid_size=sizes,
+    yes_ask_size=sizes,
+    platform=st.sampled_from(Platform),
+    status=st.sampled_from(PriceStatus),
+    last_trade=dollars,
+    venue_ts_ms=st.one_of(st.none(), counts),
+    recv_ts_ns=counts,
+    publish_ts_ns=counts,
+    seq=counts,
+)
+
+
+@given(prices)
+def test_round_trip_is_exact(price: MarketPrice) -> None:
+    decoded = decode(encode(price))
+    assert decoded == price
+    assert type(decoded.platform) is Platform and type(decoded.status) is PriceStatus
+
+
+def _payload(*fields: object) -> bytes:
+    return msgpack.packb(fields)
+
+
+GOOD = (SCHEMA_VERSION, "M", 0.4, 0.5, 1.0, 2.0, "kalshi", "live", None, None, 1, 2, 3)
+
+
+def _with(index: int, value: object) -> bytes:
+    fields = list(GOOD)
+    fields[index] = value
+    return _payload(*fields)
+
+
+def test_good_payload_decodes() -> None:
+    assert decode(_payload(*GOOD)).market_id == "M"
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\xc1", "malformed"),
+        (b"", "malformed"),
+        (msgpack.packb({"a": 1}), "must be an array"),
+        (_with(0, 2), "schema version 2"),
+        (_payload(*GOOD[:-1]), "11 fields, expected 12"),
+        (_with(1, ""), "market_id"),
+        (_with(2, 1.5), "yes_bid"),
+        (_with(3, "0.5"), "yes_ask"),
+        (_with(4, -1.0), "yes_bid_size"),
+        (_with(6, "nyse"), "nyse"),
+        (_with(7, "open"), "open"),
+        (_with(12, -1), "seq"),
+        (_with(10, True), "recv_ts_ns"),
+    ],
+)
+def test_bad_payloads_raise_a_clear_codec_error(payload: bytes, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode(payload)
+
+
+def test_topic_round_trip_and_rejects_non_topics() -> None:
+    assert topic(Platform.KALSHI, "KXA-1") == b"kalshi/KXA-1|"
+    assert parse_topic(b"polymarket/0xabc|") == (Platform.POLYMARKET, "0xabc")
+    for bad in (b"kalshi/KXA", b"nyse/A|", b"kalshi|", b"kalshi/|"):
+        with pytest.raises(CodecError):
+            parse_topic(bad)
+    with pytest.raises(ValueError):
+        topic(Platform.KALSHI, "A|B")
+
+
+def test_a_market_subscription_never_receives_a_longer_id_over_real_zeromq() -> None:
+    """ZeroMQ matches by prefix; the terminator makes one market's topic exact."""
+    ctx = zmq.Context.instance()
+    pub, sub, venue_sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB), ctx.socket(zmq.SUB)
+    try:
+        for sock in (pub, sub, venue_sub):
+            sock.setsockopt(zmq.LINGER, 0)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        for sock in (sub, venue_sub):
+            sock.setsockopt(zmq.RCVTIMEO, 2000)
+            sock.connect(f"tcp://127.0.0.1:{port}")
+        short, long = "KXNFLGAME-25NOV23KCBUF", "KXNFLGAME-25NOV23KCBUF-KC"
+        sub.setsockopt(zmq.SUBSCRIBE, topic(Platform.KALSHI, short))
+        venue_sub.setsockopt(zmq.SUBSCRIBE, venue_prefix(Platform.KALSHI))
+        # Slow-joiner: publish a probe until both subscriptions are live.
+        probe = topic(Platform.KALSHI, short)
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        poller.register(venue_sub, zmq.POLLIN)
+        ready: set[zmq.Socket] = set()
+        for _ in range(200):
+            pub.send_multipart([probe, b"probe"])
+            ready |= {s for s, _ in poller.poll(10)}
+            for s in list(ready):
+                while s.poll(0):
+                    s.recv_multipart()
+            if len(ready) == 2:
+                break
+        assert len(ready) == 2, "subscriptions never became live"
+        for market in (long, short, "OTHER"):
+            pub.send_multipart([topic(Platform.KALSHI, market), market.encode()])
+        pub.send_multipart([topic(Platform.POLYMARKET, short), b"pm"])
+        got = sub.recv_multipart()
+        assert got == [topic(Platform.KALSHI, short), short.encode()]
+        assert not sub.poll(200), "the exact subscription received another market"
+        venue_got = [venue_sub.recv_multipart()[1] for _ in range(3)]
+        assert venue_got == [long.encode(), short.encode(), b"OTHER"]
+        assert not venue_sub.poll(200)
+    finally:
+        for sock in (pub, sub, venue_sub):
+            sock.close(linger=0)

@@ -14,7 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-TICKS_PER_DOLLAR = 10_000
+from markets.models import TICKS_PER_DOLLAR
+
 # Tapered grids use the fine tail tick below 0.10 and above 0.90 (Kalshi's
 # `tapered_deci_cent` price_ranges).
 TAIL_LOW = 1_000

@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 # instead of sleeping once per update (asyncio sleeps are ~1 ms granular).
 MIN_DRIVER_SLEEP = 0.001
 MAX_DRIVER_SLEEP = 0.05
-# If the driver falls further behind than this many updates it skips ahead:
-# simulating a backlog nobody will read would only add latency.
-MAX_DRIVER_BATCH = 5_000
+# Updates per driver wake-up at most.  Writers only run between batches, so a
+# large batch is a burst that fills every send queue at once; when the driver
+# is further behind than this it skips ahead rather than simulating a backlog
+# nobody will read.
+MAX_DRIVER_BATCH = 500
 CLOSE_TIMEOUT = 1.0
 
 
@@ -69,10 +71,6 @@ class Outbound:
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._write_loop(), name=f"{venue}-ws-writer")
 
-    @property
-    def backlog(self) -> int:
-        return len(self._queue)
-
     def put(self, text: str, market_id: str | None = None, key: str | None = None) -> bool:
         """Queue a data frame; False (and nothing queued) if the buffer is full."""
         if len(self._queue) >= self.limit:
@@ -90,6 +88,11 @@ class Outbound:
         self._queue.append(_DROP)
         self._wakeup.set()
 
+    def abort(self) -> None:
+        """Cut the TCP connection now, without a close frame (a dead peer's view)."""
+        if self._transport is not None:
+            self._transport.abort()
+
     async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -105,8 +108,7 @@ class Outbound:
                     continue
                 item = queue.popleft()
                 if isinstance(item, _Drop):
-                    if self._transport is not None:
-                        self._transport.abort()
+                    self.abort()
                     return
                 text, market_id, key = item
                 if key is not None:
@@ -134,7 +136,7 @@ class SimServer(abc.ABC):
         self.rng = random.Random(seed)
         self._faults = faults or FaultPlan()
         self._countdown = Countdown()
-        self.send_log = send_log or SendLog()
+        self.send_log = send_log if send_log is not None else SendLog()
         self.ladders: dict[str, SimLadder] = {
             self.market_key(m): self.make_ladder(m, self.rng) for m in universe.markets
         }
@@ -170,6 +172,7 @@ class SimServer(abc.ABC):
         self._port = self._runner.addresses[0][1]
         if self.rate > 0:
             self._driver = asyncio.create_task(self._drive(), name=f"{self.venue}-driver")
+            self.universe.claim_fair_walk(self)
 
     async def stop(self) -> None:
         if self._driver is not None:
@@ -177,6 +180,7 @@ class SimServer(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._driver
             self._driver = None
+            self.universe.release_fair_walk(self)
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
                    for ws in list(self._live)]
         if closing:
@@ -257,7 +261,8 @@ class SimServer(abc.ABC):
         """Run `rate` updates per second per market, round-robin over markets.
 
         Fair values move once per round so that every market sees the same
-        walk speed whatever the number of markets.
+        walk speed whatever the number of markets, and only in the simulator that
+        claimed the walk, so that venues sharing a universe do not speed it up.
         """
         loop = asyncio.get_running_loop()
         markets = self.universe.markets
@@ -273,7 +278,7 @@ class SimServer(abc.ABC):
                 done += due - MAX_DRIVER_BATCH
                 due = MAX_DRIVER_BATCH
             for _ in range(due):
-                if index == 0:
+                if index == 0 and self.universe.fair_walker is self:
                     self.universe.step_fair(self.rng)
                 try:
                     self.step_market(markets[index])

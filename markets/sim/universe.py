@@ -13,7 +13,7 @@ import math
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 # Probabilities are kept strictly inside (FAIR_MIN, FAIR_MAX): the venues never
 # quote a market at 0 or 1, and the tails are where sub-penny grids matter.
@@ -59,12 +59,16 @@ _LEAGUES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
 
 @dataclass(frozen=True)
 class SimGame:
-    """One game; `home`/`away` are team codes as they appear in Kalshi tickers."""
+    """One game; `home`/`away` are team codes as they appear in Kalshi tickers.
+
+    `starts_at` (UTC) lets the venues derive open/close/expiration times.
+    """
 
     game_id: str
     league: str
     home: str
     away: str
+    starts_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Universe:
 
     def __init__(self, markets: list[SimMarket], fairs: dict[str, float]) -> None:
         self.markets = markets
+        self.fair_walker: object | None = None
         self._logit = {game_id: _logit(p) for game_id, p in fairs.items()}
         self.by_kalshi_ticker = {m.kalshi_ticker: m for m in markets}
         self.by_condition = {m.condition_id: m for m in markets}
@@ -109,6 +114,19 @@ class Universe:
     def fair(self, game_id: str) -> float:
         """Probability that the YES outcome of the game's market wins."""
         return _clamp(_sigmoid(self._logit[game_id]))
+
+    def claim_fair_walk(self, walker: object) -> None:
+        """Let `walker` step the fair values unless another simulator already does.
+
+        Every simulator on a universe drives its own ladders, but the hidden
+        probabilities must move at one speed however many venues quote them.
+        """
+        if self.fair_walker is None:
+            self.fair_walker = walker
+
+    def release_fair_walk(self, walker: object) -> None:
+        if self.fair_walker is walker:
+            self.fair_walker = None
 
     def step_fair(self, rng: random.Random) -> None:
         """Move every game's probability one small random-walk step.
@@ -148,7 +166,8 @@ def build_universe(n_markets: int = 20, seed: int = 0) -> Universe:
         yes_team, no_team = (home, away) if rng.random() < 0.5 else (away, home)
         structure = TAPERED_DECI_CENT if i % 3 == 1 else LINEAR_CENT
         game = SimGame(game_id=f"{league.lower()}-{day:%Y%m%d}-{away[0].lower()}-{home[0].lower()}",
-                       league=league, home=home[0], away=away[0])
+                       league=league, home=home[0], away=away[0],
+                       starts_at=datetime.combine(day, time(hour=rng.choice((17, 19, 23))), UTC))
         outcomes = (yes_team[2], no_team[2]) if i % 2 == 0 else ("Yes", "No")
         markets.append(SimMarket(
             game=game,

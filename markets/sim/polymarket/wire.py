@@ -29,8 +29,7 @@ EMPTY_BID = "0"
 EMPTY_ASK = "1"
 
 
-def price_text(ticks: int) -> str:
-    """Minimal decimal string of a price in ticks: 5000 -> "0.5", 310 -> "0.031"."""
+def _spell(ticks: int) -> str:
     if ticks >= TICKS_PER_DOLLAR:
         return "1"
     if ticks <= 0:
@@ -38,16 +37,30 @@ def price_text(ticks: int) -> str:
     return f"0.{ticks:04d}".rstrip("0")
 
 
+# Every price is one of 10 001 strings; spelling them once keeps formatting off the
+# per-entry path (each price_change entry carries three prices).
+_PRICE_TEXT = [_spell(ticks) for ticks in range(TICKS_PER_DOLLAR + 1)]
+_BARE_PRICE_TEXT = [text[1:] if text.startswith("0.") else text for text in _PRICE_TEXT]
+
+
+def price_text(ticks: int) -> str:
+    """Minimal decimal string of a price in ticks: 5000 -> "0.5", 310 -> "0.031"."""
+    return _PRICE_TEXT[ticks] if 0 <= ticks <= TICKS_PER_DOLLAR else _spell(ticks)
+
+
 def bare_price_text(ticks: int) -> str:
     """The docs-example spelling without the leading zero: 4800 -> ".48"."""
-    text = price_text(ticks)
-    return text[1:] if text.startswith("0.") else text
+    return _BARE_PRICE_TEXT[ticks] if 0 <= ticks <= TICKS_PER_DOLLAR else _spell(ticks)
 
 
 def padded_price_text(ticks: int, tick: int) -> str:
-    """Price padded to the grid's decimals, as REST `last_trade_price` is ("0.920")."""
+    """Price padded to the grid's decimals, as `last_trade_price` is sent ("0.920").
+
+    Never rounds: a trade made on a finer grid keeps its extra digit ("0.045").
+    """
+    whole, _, frac = price_text(ticks).partition(".")
     places = 2 if tick >= TICK_CENT else 3
-    return f"{ticks / TICKS_PER_DOLLAR:.{places}f}"
+    return f"{whole}.{frac.ljust(places, '0')}"
 
 
 def size_text(hundredths: int) -> str:
@@ -72,19 +85,23 @@ class HashMint:
     """Unique 40-hex-character hashes (SHA-1 shaped, no ``0x``), one per entry/book.
 
     The venue's per-entry hash identifies the order that caused a change; the
-    simulator needs only uniqueness (the SendLog key) and a realistic look, so a
-    salted counter through SHA-1 gives both without remembering anything.
+    simulator needs uniqueness (the SendLog key) and a realistic look. An odd
+    multiplier modulo 2**160 is a bijection, so successive counters map to distinct,
+    scattered-looking values without hashing anything on the hot path.
     """
 
-    __slots__ = ("_salt", "_counter")
+    __slots__ = ("_offset", "_counter")
+
+    _MULTIPLIER = int(hashlib.sha1(b"arbees-sim-polymarket").hexdigest(), 16) | 1
+    _MASK = (1 << 160) - 1
 
     def __init__(self, salt: str) -> None:
-        self._salt = salt.encode()
+        self._offset = int(hashlib.sha1(salt.encode()).hexdigest(), 16)
         self._counter = 0
 
     def next(self) -> str:
         self._counter += 1
-        return hashlib.sha1(self._salt + self._counter.to_bytes(8, "big")).hexdigest()
+        return f"{(self._counter * self._MULTIPLIER + self._offset) & self._MASK:040x}"
 
 
 def levels_worst_to_best(

@@ -1,0 +1,109 @@
+"""`arbees sim`: run the Kalshi and Polymarket simulators until Ctrl-C or SIGTERM.
+
+It prints everything a client needs to connect — both venues' URLs and the demo
+Kalshi key as shell `export` lines — so another terminal (or a test harness
+reading stdout) can point the real clients at it. The simulators serve
+unauthenticated market data and accept a demo key, so they bind to loopback
+unless `--allow-remote` says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+from pathlib import Path
+from typing import IO
+
+import click
+
+from markets.sim.polymarket import PolymarketFaultPlan
+from markets.sim.sendlog import SendLog
+from markets.sim.venues import SimulatedVenues
+
+
+def _parse_faults(ctx: click.Context, param: click.Parameter, value: str) -> PolymarketFaultPlan:
+    """`key=value,...` into a plan; Polymarket's plan is a superset, valid for both venues."""
+    try:
+        return PolymarketFaultPlan.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def describe(venues: SimulatedVenues, rate: float, seed: int) -> str:
+    """The start-up banner: URLs, then the key as lines a shell can paste."""
+    kalshi, poly = venues.kalshi, venues.polymarket
+    return "\n".join([
+        f"arbees sim: {len(venues.universe.markets)} markets on both venues, "
+        f"{rate:g} updates/s per market, seed {seed}",
+        f"Kalshi WebSocket:      {kalshi.ws_url}",
+        f"Kalshi REST:           {kalshi.rest_url}",
+        f"Polymarket WebSocket:  {poly.ws_url}",
+        f"Polymarket CLOB REST:  {poly.clob_url}",
+        f"Polymarket Gamma REST: {poly.gamma_url}",
+        "Demo Kalshi key (paste into a shell):",
+        f"export KALSHI_API_KEY_ID={venues.key_id}",
+        f"export KALSHI_PRIVATE_KEY_PATH={venues.private_key_path}",
+        "Press Ctrl-C to stop.",
+    ])
+
+
+async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int) -> None:
+    """Run until SIGINT/SIGTERM, then stop both simulators cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with venues:
+        print(describe(venues, rate, seed), file=banner, flush=True)
+        await stop.wait()
+    print("arbees sim: stopped", file=banner, flush=True)
+
+
+@click.command("sim")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--allow-remote", is_flag=True,
+              help="Permit a non-loopback --host (the simulators have no real authentication).")
+@click.option("--kalshi-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Kalshi simulator port (0 = ephemeral).")
+@click.option("--polymarket-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Polymarket simulator port (0 = ephemeral).")
+@click.option("--markets", "n_markets", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Number of simulated markets (each listed on both venues).")
+@click.option("--rate", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Book updates per second per market.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the universe and books.")
+@click.option("--faults", default="", callback=_parse_faults, metavar="KEY=VALUE,...",
+              help="Fault plan, e.g. drop_after=500,malformed_every=100,snapshot_delay=0.5.")
+@click.option("--key-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the demo key pair (default: a fresh temporary directory).")
+@click.option("--send-log", "send_log_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append one line per sent frame (venue, market, key, send ns) to this file.")
+def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n_markets: int,
+        rate: float, seed: int, faults: PolymarketFaultPlan, key_dir: Path | None,
+        send_log_path: Path | None) -> None:
+    """Run local Kalshi and Polymarket simulators until Ctrl-C."""
+    if not is_loopback(host) and not allow_remote:
+        raise click.BadParameter(f"{host!r} is not a loopback address; add --allow-remote to "
+                                 "serve the simulators beyond this machine", param_hint="--host")
+    send_log = SendLog(path=send_log_path) if send_log_path is not None else SendLog()
+    venues = SimulatedVenues(n_markets=n_markets, seed=seed, rate=rate, host=host,
+                             kalshi_port=kalshi_port, polymarket_port=polymarket_port,
+                             faults=faults, key_dir=key_dir, send_log=send_log)
+    try:
+        asyncio.run(serve(venues, click.get_text_stream("stdout"), rate, seed))
+    except OSError as exc:
+        raise click.ClickException(f"cannot start the simulators: {exc}") from None
+    finally:
+        send_log.close()

@@ -1,0 +1,6 @@
+"""The Kalshi venue simulator (WebSocket v2 + REST v2)."""
+
+from markets.sim.kalshi.rest import RateLimit, RecordedOrder
+from markets.sim.kalshi.simulator import KalshiSimulator
+
+__all__ = ["KalshiSimulator", "RateLimit", "RecordedOrder"]

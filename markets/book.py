@@ -23,6 +23,7 @@ from markets.models import (
     MarketPrice,
     Platform,
     PriceStatus,
+    format_fixed,
     parse_fixed,
     parse_price_ticks,
 )
@@ -236,11 +237,12 @@ class KalshiOrderBook(LocalOrderBook):
             levels, set_level = self.asks, self._set_ask
         else:
             raise ValueError(f"{self.market_id}: side must be 'yes' or 'no', got {side!r}")
-        size = levels.get(ticks, 0) + change
+        resting = levels.get(ticks, 0)
+        size = resting + change
         if size < 0:
             self.mark_resyncing()
             raise BookError(f"{self.market_id}: {side} level {price} would go negative "
-                            f"({levels.get(ticks, 0)} + {change} hundredths)")
+                            f"({format_fixed(resting, KALSHI_SIZE_PLACES)} + {delta})")
         return self._touch(ts_ms) | set_level(ticks, size)
 
     @property

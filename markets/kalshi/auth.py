@@ -26,6 +26,7 @@ import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -197,6 +198,6 @@ class KalshiCredentials:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         # Pickling would write the private key into whatever stores the pickle.
         raise TypeError("KalshiCredentials cannot be pickled; load them from the key file instead")

@@ -57,7 +57,7 @@ class TestKalshi:
 
     def test_a_level_below_zero_marks_the_book_resyncing_without_clamping(self) -> None:
         book = kalshi()
-        with pytest.raises(BookError, match="negative"):
+        with pytest.raises(BookError, match=r"would go negative \(333.00 \+ -333.01\)"):
             book.apply_delta("0.22", "-333.01", "yes")
         assert book.status is PriceStatus.RESYNCING
         assert book.is_empty

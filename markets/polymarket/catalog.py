@@ -1,0 +1,242 @@
+"""Polymarket market metadata: which token pays on which outcome.
+
+Gamma hands out `clobTokenIds`, `outcomes` and `outcomePrices` as JSON-encoded
+*strings* (Protocol-V2 markets carry `positionIds` as a real array instead), and the
+CLOB `/markets` endpoints carry a `tokens` array of objects. Both decode here into one
+record, `PolymarketMarketInfo`, whose tokens are paired with outcomes by index.
+
+Outcome labels are not always "Yes"/"No": sports markets are often team-vs-team
+("Celtics"/"Lakers"). Nothing downstream may assume "first token = YES" without
+looking, so every token records the outcome it pays on, and `yes_token` states the
+rule in one place: the token paired with "Yes" when there is one, else outcome 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from markets.models import parse_price_ticks, ticks_to_dollars
+
+
+class CatalogDecodeError(ValueError):
+    """A market record whose outcome/token fields cannot be decoded or paired."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeToken:
+    """One outcome token: its id, the outcome it pays on, its index and quoted price."""
+
+    token_id: str
+    outcome: str
+    index: int
+    price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolymarketMarketInfo:
+    """One binary (or n-ary) market as the venue describes it."""
+
+    condition_id: str
+    tokens: tuple[OutcomeToken, ...]
+    question: str | None = None
+    slug: str | None = None
+    gamma_id: str | None = None
+    active: bool | None = None
+    closed: bool | None = None
+    accepting_orders: bool | None = None
+    enable_order_book: bool | None = None
+    tick_size: float | None = None
+    min_order_size: float | None = None
+    neg_risk: bool | None = None
+    end_date: str | None = None
+
+    @property
+    def yes_token(self) -> OutcomeToken:
+        """The token whose book is the market's YES side.
+
+        For Yes/No markets that is the token paying on "Yes" wherever it sits; for
+        other labels (teams, Up/Down) the market's YES proposition is outcome 0.
+        """
+        if not self.tokens:
+            raise CatalogDecodeError(f"market {self.condition_id} has no CLOB tokens")
+        for token in self.tokens:
+            if token.outcome.casefold() == "yes":
+                return token
+        return self.tokens[0]
+
+    @property
+    def token_ids(self) -> tuple[str, ...]:
+        return tuple(token.token_id for token in self.tokens)
+
+    def token(self, token_id: str) -> OutcomeToken:
+        for token in self.tokens:
+            if token.token_id == token_id:
+                return token
+        raise KeyError(f"token {token_id} is not part of market {self.condition_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class GammaEvent:
+    """A Gamma event (e.g. one game) and the markets listed under it."""
+
+    event_id: str
+    title: str | None
+    slug: str | None
+    markets: tuple[PolymarketMarketInfo, ...]
+
+
+def _json_list(raw: Any, field: str, ref: str) -> list[Any]:
+    """Decode a Gamma list field that is usually a JSON string, tolerating a real array."""
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise CatalogDecodeError(f"market {ref}: {field} is not valid JSON ({exc.msg}): {raw[:80]!r}") from None
+    if not isinstance(raw, list):
+        raise CatalogDecodeError(f"market {ref}: {field} must be a list, got {type(raw).__name__}")
+    return raw
+
+
+def _text(value: Any, field: str, ref: str) -> str:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise CatalogDecodeError(f"market {ref}: {field} must be a non-empty string, got {value!r}")
+
+
+def _optional_float(value: Any, field: str, ref: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CatalogDecodeError(f"market {ref}: {field} is not a number: {value!r}") from None
+
+
+def _optional_price(value: Any, field: str, ref: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return ticks_to_dollars(parse_price_ticks(value))
+    except ValueError as exc:
+        raise CatalogDecodeError(f"market {ref}: {field}: {exc}") from None
+
+
+def _optional_bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _pair(ref: str, token_ids: Sequence[Any], outcomes: Sequence[Any],
+          prices: Sequence[Any]) -> tuple[OutcomeToken, ...]:
+    if len(token_ids) != len(outcomes):
+        raise CatalogDecodeError(
+            f"market {ref}: {len(token_ids)} token ids but {len(outcomes)} outcomes; cannot pair them")
+    if prices and len(prices) != len(outcomes):
+        raise CatalogDecodeError(
+            f"market {ref}: {len(prices)} outcome prices for {len(outcomes)} outcomes")
+    return tuple(
+        OutcomeToken(
+            token_id=_text(token_id, f"token id #{i}", ref),
+            outcome=_text(outcome, f"outcome #{i}", ref),
+            index=i,
+            price=_optional_price(prices[i], f"outcome price #{i}", ref) if prices else None,
+        )
+        for i, (token_id, outcome) in enumerate(zip(token_ids, outcomes))
+    )
+
+
+def decode_gamma_market(raw: Mapping[str, Any]) -> PolymarketMarketInfo:
+    """Decode one Gamma `/markets` (or embedded `/events`) market object."""
+    if not isinstance(raw, Mapping):
+        raise CatalogDecodeError(f"a Gamma market must be an object, got {type(raw).__name__}")
+    ref = str(raw.get("conditionId") or raw.get("id") or "?")
+    condition_id = _text(raw.get("conditionId"), "conditionId", ref)
+    token_field = "positionIds" if raw.get("clobTokenIds") in (None, "") and "positionIds" in raw else "clobTokenIds"
+    tokens = _pair(
+        ref,
+        _json_list(raw.get(token_field), token_field, ref),
+        _json_list(raw.get("outcomes"), "outcomes", ref),
+        _json_list(raw.get("outcomePrices"), "outcomePrices", ref),
+    )
+    return PolymarketMarketInfo(
+        condition_id=condition_id,
+        tokens=tokens,
+        question=_optional_str(raw.get("question")),
+        slug=_optional_str(raw.get("slug")),
+        gamma_id=None if raw.get("id") is None else str(raw["id"]),
+        active=_optional_bool(raw.get("active")),
+        closed=_optional_bool(raw.get("closed")),
+        accepting_orders=_optional_bool(raw.get("acceptingOrders")),
+        enable_order_book=_optional_bool(raw.get("enableOrderBook")),
+        tick_size=_optional_float(raw.get("orderPriceMinTickSize"), "orderPriceMinTickSize", ref),
+        min_order_size=_optional_float(raw.get("orderMinSize"), "orderMinSize", ref),
+        neg_risk=_optional_bool(raw.get("negRisk")),
+        end_date=_optional_str(raw.get("endDate")),
+    )
+
+
+def decode_gamma_event(raw: Mapping[str, Any]) -> GammaEvent:
+    """Decode one Gamma `/events` object with its embedded markets."""
+    if not isinstance(raw, Mapping):
+        raise CatalogDecodeError(f"a Gamma event must be an object, got {type(raw).__name__}")
+    markets = raw.get("markets") or []
+    if not isinstance(markets, list):
+        raise CatalogDecodeError(f"event {raw.get('id')!r}: markets must be a list")
+    return GammaEvent(
+        event_id=_text(raw.get("id"), "event id", str(raw.get("slug"))),
+        title=_optional_str(raw.get("title")),
+        slug=_optional_str(raw.get("slug")),
+        markets=tuple(decode_gamma_market(market) for market in markets),
+    )
+
+
+def decode_clob_market(raw: Mapping[str, Any]) -> PolymarketMarketInfo:
+    """Decode one CLOB `/markets` entry, whose `tokens` are objects in outcome order."""
+    if not isinstance(raw, Mapping):
+        raise CatalogDecodeError(f"a CLOB market must be an object, got {type(raw).__name__}")
+    ref = str(raw.get("condition_id") or "?")
+    condition_id = _text(raw.get("condition_id"), "condition_id", ref)
+    entries = raw.get("tokens") or []
+    if not isinstance(entries, list) or not all(isinstance(entry, Mapping) for entry in entries):
+        raise CatalogDecodeError(f"market {ref}: tokens must be a list of objects")
+    tokens = _pair(
+        ref,
+        [entry.get("token_id") for entry in entries],
+        [entry.get("outcome") for entry in entries],
+        [entry.get("price") for entry in entries] if all("price" in entry for entry in entries) else [],
+    )
+    return PolymarketMarketInfo(
+        condition_id=condition_id,
+        tokens=tokens,
+        question=_optional_str(raw.get("question")),
+        slug=_optional_str(raw.get("market_slug")),
+        active=_optional_bool(raw.get("active")),
+        closed=_optional_bool(raw.get("closed")),
+        accepting_orders=_optional_bool(raw.get("accepting_orders")),
+        enable_order_book=_optional_bool(raw.get("enable_order_book")),
+        tick_size=_optional_float(raw.get("minimum_tick_size"), "minimum_tick_size", ref),
+        min_order_size=_optional_float(raw.get("minimum_order_size"), "minimum_order_size", ref),
+        neg_risk=_optional_bool(raw.get("neg_risk")),
+        end_date=_optional_str(raw.get("end_date_iso")),
+    )
+
+
+def is_condition_id(market_id: str) -> bool:
+    """Condition ids are ``0x`` + 64 hex digits; token ids are long decimal strings."""
+    if len(market_id) != 66 or not market_id.startswith(("0x", "0X")):
+        return False
+    try:
+        int(market_id[2:], 16)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,194 @@
+"""Shared fixtures for the client tests (WS-K, REST-K and POLY add theirs here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from markets.kalshi.auth import KalshiCredentials
+from markets.sim.keys import generate_demo_keypair
+
+
+# -- REST-K: Kalshi demo key pair and credentials -------------------------------------------
+
+
+@pytest.fixture
+def rest_kalshi_keys(tmp_path: Path) -> tuple[str, Path, bytes]:
+    """(key id, private key path (mode 0600), public key PEM) of a fresh demo key pair."""
+    return generate_demo_keypair(tmp_path / "rest-kalshi-keys")
+
+
+@pytest.fixture
+def rest_kalshi_credentials(rest_kalshi_keys: tuple[str, Path, bytes]) -> KalshiCredentials:
+    key_id, path, _ = rest_kalshi_keys
+    return KalshiCredentials.from_files(key_id, path)
+
+
+# -- WS-K: WebSocket client fixtures ------------------------------------------------------------
+# A hand-scripted venue (a real aiohttp WebSocket server whose frames the test writes),
+# a Kalshi simulator factory with short keep-alives, and a Kalshi WebSocket client
+# factory with short timeouts and backoffs, so the suite runs in seconds.
+
+import asyncio  # noqa: E402
+from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import orjson  # noqa: E402
+from aiohttp import WSMsgType, web  # noqa: E402
+
+from markets.kalshi.ws_client import KalshiWebSocketClient  # noqa: E402
+from markets.sim.kalshi import KalshiSimulator  # noqa: E402
+from markets.sim.universe import build_universe  # noqa: E402
+
+WSK_FAST_OPTIONS: dict[str, Any] = {
+    "stale_after": 1.0,
+    "resync_timeout": 0.5,
+    "receive_timeout": 5.0,
+    "backoff_initial": 0.02,
+    "backoff_max": 0.2,
+    "healthy_after": 0.5,
+    "ping_interval": 0.5,
+    "connect_timeout": 3.0,
+    "close_timeout": 0.5,
+    "watchdog_interval": 0.05,
+}
+
+
+async def wsk_eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll `predicate` until true; fail naming `what` after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+    assert predicate(), what
+
+
+class WskScriptedConnection:
+    """The server side of one accepted socket: what the client sent, and a way to answer."""
+
+    def __init__(self, ws: web.WebSocketResponse, headers: dict[str, str]) -> None:
+        self.ws = ws
+        self.headers = headers
+        self.received: asyncio.Queue[str] = asyncio.Queue()
+        self.closed = asyncio.Event()
+
+    async def send(self, frame: str | dict[str, Any]) -> None:
+        await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+    async def recv_json(self, timeout: float = 3.0) -> Any:
+        return orjson.loads(await asyncio.wait_for(self.received.get(), timeout))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class WskScriptedVenue:
+    """A real WebSocket server on 127.0.0.1:0 whose every frame is written by the test.
+
+    `refuse` holds HTTP statuses to answer the next handshakes with; `autoping=False`
+    makes a peer that never answers pings (a dead peer, as the client sees it).
+    """
+
+    def __init__(self, *, autoping: bool = True) -> None:
+        self.autoping = autoping
+        self.refuse: list[int] = []
+        self.handshakes = 0
+        self.connections: asyncio.Queue[WskScriptedConnection] = asyncio.Queue()
+        self._runner: web.AppRunner | None = None
+        self._live: set[web.WebSocketResponse] = set()
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/ws", self._handler)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"ws://127.0.0.1:{self._runner.addresses[0][1]}/ws"
+
+    async def stop(self) -> None:
+        for ws in list(self._live):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def accept(self, timeout: float = 3.0) -> WskScriptedConnection:
+        return await asyncio.wait_for(self.connections.get(), timeout)
+
+    async def _handler(self, request: web.Request) -> web.StreamResponse:
+        self.handshakes += 1
+        if self.refuse:
+            return web.Response(status=self.refuse.pop(0), text="refused by test")
+        ws = web.WebSocketResponse(autoping=self.autoping, max_msg_size=64 * 1024 * 1024)
+        await ws.prepare(request)
+        connection = WskScriptedConnection(ws, dict(request.headers))
+        self._live.add(ws)
+        self.connections.put_nowait(connection)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    connection.received.put_nowait(msg.data)
+        finally:
+            self._live.discard(ws)
+            connection.closed.set()
+        return ws
+
+
+@pytest.fixture
+async def wsk_venue() -> AsyncIterator[WskScriptedVenue]:
+    venue = WskScriptedVenue()
+    await venue.start()
+    yield venue
+    await venue.stop()
+
+
+@pytest.fixture(scope="session")
+def wsk_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, bytes]:
+    """A demo key pair (generated once per session: RSA key generation is slow)."""
+    return generate_demo_keypair(tmp_path_factory.mktemp("wsk-keys"))
+
+
+@pytest.fixture(scope="session")
+def wsk_credentials(wsk_keys: tuple[str, Path, bytes]) -> KalshiCredentials:
+    key_id, path, _ = wsk_keys
+    return KalshiCredentials.from_files(key_id, path)
+
+
+WskStartSim = Callable[..., Awaitable[KalshiSimulator]]
+WskMakeClient = Callable[..., KalshiWebSocketClient]
+
+
+@pytest.fixture
+async def wsk_start_sim(wsk_keys: tuple[str, Path, bytes]) -> AsyncIterator[WskStartSim]:
+    """Factory: `await wsk_start_sim(n_markets=4, rate=0.0, **simulator_options)`; rate 0
+    means the test moves markets itself with `sim.step_market(...)`. Short pings."""
+    started: list[KalshiSimulator] = []
+
+    async def start(n_markets: int = 4, seed: int = 11, **options: Any) -> KalshiSimulator:
+        options.setdefault("rate", 0.0)
+        options.setdefault("ping_interval", 0.3)
+        sim = KalshiSimulator(build_universe(n_markets, seed=seed), seed=seed, **options)
+        sim.register_key(wsk_keys[0], wsk_keys[2])
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        await sim.stop()
+
+
+@pytest.fixture
+async def wsk_make_client(wsk_credentials: KalshiCredentials) -> AsyncIterator[WskMakeClient]:
+    """Factory: `wsk_make_client(url, **options)` with the fast options; all closed at teardown."""
+    clients: list[KalshiWebSocketClient] = []
+
+    def make(url: str, credentials: KalshiCredentials | None = None, **options: Any) -> KalshiWebSocketClient:
+        client = KalshiWebSocketClient(credentials or wsk_credentials, url=url, **(WSK_FAST_OPTIONS | options))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await asyncio.wait_for(client.close(), 5)

@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Protocol, TypeVar
@@ -232,15 +232,24 @@ async def _discover_kalshi_markets(client: HybridKalshiClient, limit: int) -> tu
     return tuple(tickers)
 
 
+async def _source(venue: str, client: StreamingClient, stack: contextlib.AsyncExitStack,
+                  markets: tuple[str, ...], discover: Callable[[], Awaitable[tuple[str, ...]]],
+                  none_found: str) -> PriceSource:
+    """The client (closed with `stack`) and the markets given, or, when none were, those discovered."""
+    stack.push_async_callback(client.close)
+    markets = markets or await discover()
+    if not markets:
+        raise click.ClickException(none_found)
+    return PriceSource(venue, client, markets)
+
+
 async def _kalshi_source(endpoint: KalshiEndpoint, options: StreamOptions,
                          stack: contextlib.AsyncExitStack) -> PriceSource:
     client = HybridKalshiClient(endpoint.credentials, rest_url=endpoint.rest_url, ws_url=endpoint.ws_url,
                                 use_yes_price=options.use_yes_price)
-    stack.push_async_callback(client.close)
-    markets = options.markets or await _discover_kalshi_markets(client, options.max_markets)
-    if not markets:
-        raise click.ClickException(f"no open Kalshi markets found at {endpoint.rest_url}")
-    return PriceSource("kalshi", client, markets)
+    return await _source("kalshi", client, stack, options.markets,
+                         lambda: _discover_kalshi_markets(client, options.max_markets),
+                         f"no open Kalshi markets found at {endpoint.rest_url}")
 
 
 async def _discover_polymarket_markets(client: HybridPolymarketClient, limit: int) -> tuple[str, ...]:
@@ -258,11 +267,9 @@ async def _polymarket_source(endpoint: PolymarketEndpoint, options: StreamOption
                              stack: contextlib.AsyncExitStack) -> PriceSource:
     client = HybridPolymarketClient(clob_url=endpoint.clob_url, gamma_url=endpoint.gamma_url,
                                     ws_url=endpoint.ws_url)
-    stack.push_async_callback(client.close)
-    markets = options.polymarket_markets or await _discover_polymarket_markets(client, options.max_markets)
-    if not markets:
-        raise click.ClickException(f"no active Polymarket markets found at {endpoint.gamma_url}")
-    return PriceSource("polymarket", client, markets)
+    return await _source("polymarket", client, stack, options.polymarket_markets,
+                         lambda: _discover_polymarket_markets(client, options.max_markets),
+                         f"no active Polymarket markets found at {endpoint.gamma_url}")
 
 
 async def _open_sources(options: StreamOptions, stack: contextlib.AsyncExitStack) -> list[PriceSource]:

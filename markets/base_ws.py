@@ -23,8 +23,10 @@ markets, and then runs two child tasks until either ends:
   venue keep-alives, and to flush frames queued by synchronous code.
 
 Whatever ends a session -- the peer's CLOSE, a CLOSED or ERROR frame, aiohttp's own
-ping/pong heartbeat failing (dead peer), a receive timeout, or a resync that could
-not be repaired -- takes the same path: the supervisor cancels both children,
+ping/pong heartbeat failing (dead peer), a receive timeout, a send that could not
+be written within `send_timeout` (a peer that stopped reading would otherwise hold
+the sender, and with it the timers, forever), or a resync that could not be
+repaired -- takes the same path: the supervisor cancels both children,
 closes the socket, marks the connection's books STALE (and emits that), waits an
 exponential backoff with jitter (reset only once a session stayed up for
 `healthy_after` seconds), and connects again. There is no detached reconnect task
@@ -35,16 +37,21 @@ ends silently, it ends cleanly only when the client is closed.
 
 Snapshots and resyncs
 ---------------------
-A market is *awaiting a snapshot* from the moment it is subscribed (or found wrong)
-until its book emits a LIVE price. Each wait has a deadline; on expiry the next
-attempt's frames come from `_build_resync_message(market_ids, attempt)`; after
-`resync_attempts` attempts (or when the hook returns []) the connection is
-reconnected, since a session that cannot produce a snapshot is itself suspect. The
-watchdog marks a LIVE market STALE when it had no data for `stale_after` seconds and
-starts the same ladder; a subclass that *knows* a book is wrong (sequence gap,
-impossible level) calls `_resync(market_ids, reason)`, which drops the levels
-(status RESYNCING, emitted once, so no price is ever published from a book known
-to be wrong) and starts it too.
+A market is *awaiting a snapshot* from the moment it is subscribed, reconnected,
+found stale or found wrong until its book emits a LIVE price. While it waits, its
+book is not known to be complete, so venue subclasses apply no incremental update
+to it (``market_id in self._awaiting``): the snapshot on its way carries them. Each
+wait has a deadline; on expiry the next attempt's frames come from
+`_build_resync_message(market_ids, attempt)`. After `resync_attempts` attempts (or
+when the hook returns []) the connection is reconnected -- unless another of its
+markets is LIVE: then the connection demonstrably works, the fault is the market's,
+and a reconnect would only take the healthy books down with it, so the market's
+ladder starts again after one more `resync_timeout`. The watchdog marks a LIVE
+market STALE when it had no data for `stale_after` seconds and starts the same
+ladder; a subclass that *knows* a book is wrong (sequence gap, impossible level)
+calls `_resync(market_ids, reason)`, which drops the levels (status RESYNCING,
+emitted once, so no price is ever published from a book known to be wrong) and
+starts it too.
 
 Hot path
 --------
@@ -54,7 +61,10 @@ compares it with the last one emitted for that market (top of book, sizes, statu
 last trade) and only on a real change stores it and hands it to the consumers.
 Stream consumers get a `LatestPriceQueue` each (latest price per market wins,
 bounded, never blocks the reader); listener callbacks are called inline and must
-be quick.
+be quick. Problems are counted every time but logged through a per-kind limiter
+(`LogLimiter`): a venue that starts sending a new message type, or a handler bug
+that trips on every frame, must cost a counter increment per frame, not a log
+line (a log record costs more than handling the frame).
 
 Extension points (what a venue subclass implements)
 --------------------------------------------------
@@ -73,18 +83,19 @@ Extension points (what a venue subclass implements)
 * ``_handle_message(data, recv_ns) -> None``: parse one frame (once), apply it, set
   ``self.stats.last_message_ns[market_id] = recv_ns`` for every market it carried data
   for (the watchdog reads it), call ``self._emit(book, recv_ns)`` when a top may have
-  changed, count bad frames with ``self._reject(reason, detail)``. It runs
+  changed, count bad frames with ``self._reject(reason, detail, data)``. It runs
   synchronously in the reader: frames it must send go through ``_resync`` /
   ``_retry_snapshots`` or ``connection.queue(frames)`` (the connection handed to
   ``_on_connected``, or ``self._connection_of(market_id)``) and are flushed by the
   reader right after it returns. It must
   never raise for bad input; if it does anyway, the reader counts
   ``rejected["handler_error"]`` and carries on.
-* Subclasses read ``self._books`` (market id -> book, created by ``subscribe``); other
-  underscore state belongs to the base class. Multi-market hand-offs:
-  ``_resync`` (book known wrong), ``_retry_snapshots`` (a snapshot request failed),
-  ``_close_market`` (the venue says the market is gone), ``_expect_snapshots`` (a
-  snapshot was asked for by other means), ``_is_awaiting``.
+* Subclasses read ``self._books`` (market id -> book, created by ``subscribe``) and
+  ``self._awaiting`` (market ids waiting for a snapshot: apply no incremental update
+  to their books; only membership is theirs to test); other underscore state belongs
+  to the base class. Multi-market hand-offs: ``_resync`` (book known wrong),
+  ``_retry_snapshots`` (a snapshot request failed), ``_close_market`` (the venue says
+  the market is gone), ``_expect_snapshots`` (a snapshot was asked for by other means).
 * ``_on_connected(connection)`` / ``_on_disconnected(connection)``: reset per-session
   venue state (e.g. Kalshi sids restart on every connection).
 * ``_keepalive() -> list[str]``: application-level pings sent every
@@ -123,6 +134,32 @@ _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
 _AUTH_STATUSES = frozenset({401, 403})
 
 PriceCallback = Callable[[MarketPrice], None]
+
+
+class LogLimiter:
+    """Lets the first occurrence of each kind of problem through, then one per
+    `interval` seconds, reporting how many were held back in between.
+
+    Kinds are fixed strings chosen by the code (rejection reasons and the like),
+    never text from the wire, so the table stays as small as the code's vocabulary.
+    """
+
+    __slots__ = ("interval", "_next", "_held")
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+
+    def allow(self, kind: str) -> int | None:
+        """None: do not log this one. Otherwise log it, with the returned count of
+        occurrences held back since the last line of this kind."""
+        now = time.monotonic()
+        if now < self._next.get(kind, 0.0):
+            self._held[kind] += 1
+            return None
+        self._next[kind] = now + self.interval
+        return self._held.pop(kind, 0)
 
 
 class WebSocketAuthError(Exception):
@@ -233,12 +270,19 @@ class WebSocketConnection:
 
     async def _flush(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Send the outbox in order; the lock keeps batches from interleaving when a
-        send waits for the socket to drain."""
+        send waits for the socket to drain. A drain that does not come within
+        `send_timeout` (the peer stopped reading) ends the session: waiting longer
+        would hold the housekeeper, and through the lock the reader, indefinitely."""
         async with self._send_lock:
             frames, self._outbox = self._outbox, []
             try:
-                for frame in frames:
-                    await ws.send_str(frame)
+                async with asyncio.timeout(self.client.send_timeout):
+                    for frame in frames:
+                        await ws.send_str(frame)
+            except TimeoutError:
+                log.warning("%s: peer not reading; %d frame(s) unsent after %.3f s", self.name,
+                            len(frames), self.client.send_timeout)
+                self.request_reconnect("send_timeout")
             except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
                 log.debug("%s: send failed (%s); the next session resubscribes", self.name, exc)
 
@@ -363,7 +407,7 @@ class WebSocketConnection:
                 try:
                     data = msg.data.decode()
                 except UnicodeDecodeError:
-                    client._reject("binary_not_utf8", f"{len(msg.data)} bytes")
+                    client._reject("binary_not_utf8", len(msg.data), "")
                     continue
             elif kind in _ENDED:
                 log.warning("%s: closed by peer (code %s)", self.name, ws.close_code)
@@ -371,7 +415,7 @@ class WebSocketConnection:
             elif kind is WSMsgType.ERROR:
                 error = msg.data
                 if isinstance(error, aiohttp.WebSocketError) and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-                    client._reject("oversized", str(error))
+                    client._reject("oversized", error, "")
                     return "oversized_frame"
                 log.warning("%s: socket error: %r", self.name, error)
                 return "socket_error"
@@ -385,7 +429,10 @@ class WebSocketConnection:
                 handle(data, recv_ns)
             except Exception:
                 stats.rejected["handler_error"] += 1
-                log.exception("%s: handler failed on frame %.200s", self.name, data)
+                held = client._log_limit.allow("handler_error")
+                if held is not None:
+                    log.exception("%s: handler failed on frame %.200s (%d similar not logged)",
+                                  self.name, data, held)
             if self._outbox:
                 await self._flush(ws)
 
@@ -431,8 +478,10 @@ class BaseWebSocketClient(abc.ABC):
     backoff), `max_auth_failures` (consecutive 401/403 before WebSocketAuthError),
     `ping_interval` (our protocol pings; None disables), `keepalive_interval`
     (application pings from `_keepalive`; None disables), `connect_timeout`,
-    `close_timeout`, `watchdog_interval` (housekeeping period, default derived from
-    the timeouts), `max_markets_per_connection` (None = one connection),
+    `close_timeout`, `send_timeout` (a batch of frames not written by then means
+    the peer stopped reading: reconnect), `watchdog_interval` (housekeeping
+    period, default derived from the timeouts), `max_markets_per_connection`
+    (None = one connection),
     `max_pending_prices` (per stream queue), `compress` (permessage-deflate window
     bits; 0 = off, which saves CPU on the hot path).
     """
@@ -457,6 +506,7 @@ class BaseWebSocketClient(abc.ABC):
         keepalive_interval: float | None = None,
         connect_timeout: float = 10.0,
         close_timeout: float = 2.0,
+        send_timeout: float = 10.0,
         watchdog_interval: float | None = None,
         max_markets_per_connection: int | None = None,
         max_pending_prices: int = 100_000,
@@ -465,6 +515,7 @@ class BaseWebSocketClient(abc.ABC):
         for name, value in (("stale_after", stale_after), ("resync_timeout", resync_timeout),
                             ("backoff_initial", backoff_initial), ("backoff_max", backoff_max),
                             ("connect_timeout", connect_timeout), ("close_timeout", close_timeout),
+                            ("send_timeout", send_timeout),
                             ("receive_timeout", receive_timeout), ("ping_interval", ping_interval),
                             ("keepalive_interval", keepalive_interval),
                             ("watchdog_interval", watchdog_interval)):
@@ -493,6 +544,7 @@ class BaseWebSocketClient(abc.ABC):
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
+        self.send_timeout = send_timeout
         self.watchdog_interval = watchdog_interval or min(
             1.0, max(0.01, min(t for t in (stale_after, resync_timeout, receive_timeout) if t) / 4))
         self.max_markets_per_connection = max_markets_per_connection
@@ -511,6 +563,7 @@ class BaseWebSocketClient(abc.ABC):
         self._stale_after_ns = int(stale_after * _NS)
         self._resync_timeout_ns = int(resync_timeout * _NS)
         self._rng = random.Random()
+        self._log_limit = LogLimiter()
         self._closed = False
         self._failure: BaseException | None = None
 
@@ -698,21 +751,23 @@ class BaseWebSocketClient(abc.ABC):
         """Publish the book's top if it differs from the last emitted one (hot path)."""
         price = book.to_market_price(recv_ns)
         market_id = price.market_id
+        if self._awaiting and price.status is _LIVE:  # a snapshot landed: the wait is over
+            self._awaiting.pop(market_id, None)
         prev = self._latest.get(market_id)
         if (prev is not None and prev.yes_bid == price.yes_bid and prev.yes_ask == price.yes_ask
                 and prev.yes_bid_size == price.yes_bid_size and prev.yes_ask_size == price.yes_ask_size
                 and prev.status is price.status and prev.last_trade == price.last_trade):
             return
         self._latest[market_id] = price
-        if self._awaiting and price.status is _LIVE:
-            self._awaiting.pop(market_id, None)
         for accept, sink in self._sinks:
             if accept is None or market_id in accept:
                 try:
                     sink(price)
                 except Exception:
                     self.stats.listener_errors += 1
-                    log.exception("price listener %r failed", sink)
+                    held = self._log_limit.allow("listener_error")
+                    if held is not None:
+                        log.exception("price listener %r failed (%d similar not logged)", sink, held)
 
     def _resync(self, market_ids: Iterable[str], reason: str, *, restart: bool = False) -> None:
         """The books of these markets are known to be wrong: drop their levels (RESYNCING,
@@ -729,8 +784,10 @@ class BaseWebSocketClient(abc.ABC):
             if restart or market_id not in self._awaiting:
                 fresh.setdefault(self._conn_of[market_id], []).append(market_id)
         for connection, ids in fresh.items():
-            log.warning("%s: resyncing %d market(s) (%s): %s", connection.name, len(ids), reason,
-                        ", ".join(ids[:10]))
+            held = self._log_limit.allow("resync")
+            if held is not None:
+                log.warning("%s: resyncing %d market(s) (%s): %s (%d similar not logged)", connection.name,
+                            len(ids), reason, ", ".join(ids[:10]), held)
             self._request_snapshots(connection, ids, 0, now)
 
     def _retry_snapshots(self, market_ids: Iterable[str]) -> None:
@@ -744,10 +801,6 @@ class BaseWebSocketClient(abc.ABC):
         for connection, ids in by_connection.items():
             self._advance(connection, ids, now)
 
-    def _is_awaiting(self, market_id: str) -> bool:
-        """Whether a snapshot for the market has been asked for and not yet applied."""
-        return market_id in self._awaiting
-
     def _close_market(self, market_id: str, reason: str) -> None:
         """The venue says the market cannot be streamed (gone, not found): CLOSED, no retries."""
         book = self._books.get(market_id)
@@ -758,10 +811,15 @@ class BaseWebSocketClient(abc.ABC):
         book.mark_closed()
         self._emit(book, time.time_ns())
 
-    def _reject(self, reason: str, detail: object) -> None:
-        """Count a bad frame under `reason` and log why (rate of logs is the venue's problem)."""
+    def _reject(self, reason: str, detail: object, data: object = "") -> None:
+        """Count a bad frame under `reason` (a fixed string, never wire text) and log
+        why at a bounded rate. `detail` and the frame `data` (text or decoded) are only
+        formatted when the line is actually written."""
         self.stats.rejected[reason] += 1
-        log.warning("%s: rejected frame (%s): %.300s", self.platform, reason, detail)
+        held = self._log_limit.allow(reason)
+        if held is not None:
+            log.warning("%s: rejected frame (%s): %.300r; frame %.200s (%d similar not logged)",
+                        self.platform, reason, detail, data, held)
 
     def _connection_of(self, market_id: str) -> WebSocketConnection | None:
         """The connection a market is subscribed over (for frames sent from sync code)."""
@@ -824,13 +882,25 @@ class BaseWebSocketClient(abc.ABC):
 
     def _request_snapshots(self, connection: WebSocketConnection, ids: list[str], attempt: int,
                            now: int) -> None:
+        """Send attempt `attempt` of the snapshot ladder; when none is left, reconnect
+        only if nothing on the connection is LIVE (see "Snapshots and resyncs")."""
         frames = self._build_resync_message(ids, attempt) if attempt < self.resync_attempts else []
-        if not frames:
+        if frames:
+            self.stats.resyncs += len(ids)
+            self._expect_snapshots(ids, attempt, now)
+            connection.queue(frames)
+        elif self._carries_live_books(connection, ids):
+            log.warning("%s: no snapshot after %d attempt(s) for %d market(s) (%s); the connection "
+                        "carries live books, so retrying after %.3f s", connection.name, attempt,
+                        len(ids), ", ".join(ids[:10]), self.resync_timeout)
+            self._expect_snapshots(ids, -1, now)  # the next step after the pause is attempt 0
+        else:
             connection.request_reconnect("resync_failed")
-            return
-        self.stats.resyncs += len(ids)
-        self._expect_snapshots(ids, attempt, now)
-        connection.queue(frames)
+
+    def _carries_live_books(self, connection: WebSocketConnection, excluding: list[str]) -> bool:
+        skip = set(excluding)
+        books = self._books
+        return any(books[m].status is _LIVE for m in connection.markets if m not in skip)
 
     def _expect_snapshots(self, ids: Iterable[str], attempt: int, now: int) -> None:
         deadline = now + self._resync_timeout_ns

@@ -107,6 +107,32 @@ def parse_price_ticks(value: str | int | float) -> int:
     return ticks
 
 
+MAX_VENUE_TS_MS = 1 << 64
+"""A millisecond stamp at or above this cannot be carried by the bus encoding (MessagePack
+integers stop at 2**64 - 1; orjson already decodes any larger JSON integer as a float)."""
+
+
+def venue_timestamp_ms(value: object) -> int | None:
+    """A venue's millisecond timestamp as a non-negative int; None stays None.
+
+    Venues send integers or digit strings; anything else (floats, negative numbers,
+    RFC 3339 text, values too large for the bus) raises ValueError naming the value,
+    so a bad stamp is counted and dropped instead of being published: a consumer's
+    decoder refuses a `MarketPrice` whose `venue_ts_ms` is not such an int.
+    """
+    if value is None:
+        return None
+    if type(value) is int:
+        ms = value
+    elif type(value) is str and value.isascii() and value.isdigit() and len(value) <= 19:
+        ms = int(value)
+    else:
+        raise ValueError(f"not a millisecond timestamp: {value!r:.80}")
+    if not 0 <= ms < MAX_VENUE_TS_MS:
+        raise ValueError(f"millisecond timestamp out of range: {value!r:.80}")
+    return ms
+
+
 def ticks_to_dollars(ticks: int) -> float:
     return ticks / TICKS_PER_DOLLAR
 

@@ -164,12 +164,11 @@ async def _stream(url: str, credentials: KalshiCredentials, tickers: list[str], 
                   duration: float) -> tuple[StampingClient, float]:
     client = StampingClient(credentials, url=url)
     client.samples = []
-    consumed = 0
 
     async def consume() -> None:
-        nonlocal consumed
+        # Keep the stream's consumer side running, as a real reader would; the frames are timed in `samples`.
         async for _ in client.stream_prices(tickers):
-            consumed += 1
+            pass
 
     consumer = asyncio.create_task(consume())
     await asyncio.sleep(warmup)

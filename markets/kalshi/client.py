@@ -21,21 +21,22 @@ separate read and write limits (Basic tier: 20 reads/s, 10 writes/s).
 
 `HybridKalshiClient` is a `KalshiClient` whose `stream_prices` comes from a
 `KalshiWebSocketClient` and whose `get_market_price` answers from the live
-WebSocket book when it can, so a strategy that asks for a price it is already
-streaming costs no REST request.
+WebSocket book when it can (markets/hybrid.py), so a strategy that asks for a
+price it is already streaming costs no REST request.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from markets.base import BaseMarketClient, ParamValue, TokenBucket
 from markets.book import BookError, KalshiOrderBook
+from markets.hybrid import WebSocketPrices
 from markets.kalshi.auth import KalshiAuthError, KalshiCredentials
 from markets.kalshi.ws_client import KALSHI_WS_URL, KalshiWebSocketClient
 from markets.models import (
@@ -43,7 +44,6 @@ from markets.models import (
     PRICE_PLACES,
     TICKS_PER_DOLLAR,
     MarketPrice,
-    PriceStatus,
     format_fixed,
     format_price,
 )
@@ -399,16 +399,8 @@ class KalshiClient(BaseMarketClient):
         return await self._request("DELETE", path, params=params, signed=True)
 
 
-class HybridKalshiClient(KalshiClient):
-    """REST for queries and orders, WebSocket for prices.
-
-    `stream_prices` is the WebSocket stream (push, only on top-of-book or
-    status changes).  `get_market_price` answers from the WebSocket book when
-    the market is subscribed and its book is LIVE -- no request, no staleness --
-    and falls back to REST otherwise (not streamed, or the book is stale /
-    resyncing, when a REST snapshot is the better answer).  `poll_prices`
-    (the REST baseline) stays available for comparison.
-    """
+class HybridKalshiClient(WebSocketPrices, KalshiClient):
+    """REST for queries and orders, WebSocket for prices (the rules are in markets/hybrid.py)."""
 
     def __init__(
         self,
@@ -423,21 +415,3 @@ class HybridKalshiClient(KalshiClient):
         super().__init__(credentials, base_url=rest_url, **(rest_options or {}))
         self.ws = KalshiWebSocketClient(credentials, url=ws_url,
                                         use_yes_price=use_yes_price, **(ws_options or {}))
-
-    def stream_prices(self, market_ids: Iterable[str], interval: float | None = None) -> AsyncIterator[MarketPrice]:
-        """Live prices from the WebSocket; `interval` is ignored (the venue pushes)."""
-        return self.ws.stream_prices(list(market_ids))
-
-    async def get_market_price(self, market_id: str) -> MarketPrice:
-        book = self.ws.book(market_id)
-        if book is not None and book.status is PriceStatus.LIVE:
-            price = self.ws.latest_price(market_id)
-            if price is not None:
-                return price
-        return await super().get_market_price(market_id)
-
-    async def close(self) -> None:
-        try:
-            await self.ws.close()
-        finally:
-            await super().close()

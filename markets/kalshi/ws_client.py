@@ -16,13 +16,20 @@ Dynamic adds on a live connection are new `subscribe` commands (never
 `use_yes_price` is always sent explicitly, and every book is built with the same
 flag, because the venue has announced that the default will flip.
 
-Integrity. A gap, a negative level, a delta before its market's snapshot, or a
-frame rejected after it consumed a seq (the update is lost) puts the affected
-books in RESYNCING (one status record is emitted, no price from a wrong book) and
-asks for `update_subscription`/`get_snapshot`; if that fails or times out the
-market is unsubscribed and subscribed again, alternately, until the base class's
-`resync_attempts` are used up and the connection is reconnected. A frame whose seq is not above
-the sid's last one is a duplicate and is dropped, not treated as a gap.
+Integrity. A gap, a negative level, a delta the book cannot take, or a frame
+rejected after it consumed a seq (the update is lost) puts the affected books in
+RESYNCING (one status record is emitted, no price from a wrong book) and asks for
+`update_subscription`/`get_snapshot`; if that fails or times out the market is
+unsubscribed and subscribed again, alternately, until the base class's
+`resync_attempts` are used up. A frame whose seq is not above the sid's last one is
+a duplicate and is dropped, not treated as a gap. Deltas for a market that awaits
+a snapshot (in the base class's `_awaiting`: just subscribed, reconnected, found
+stale or wrong) are dropped: the snapshot on its way, sent in seq order on the
+same sid, already contains them.
+
+Venue stamps (`ts_ms`) that are not non-negative integers are counted as
+`bad_timestamp` and dropped, the update itself still applies: a consumer's
+decoder would refuse a `MarketPrice` carrying one.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import orjson
 from markets.base_ws import BaseWebSocketClient, WebSocketConnection
 from markets.book import BookError, BookNotReady, KalshiOrderBook
 from markets.kalshi.auth import KalshiCredentials
-from markets.models import Platform
+from markets.models import Platform, venue_timestamp_ms
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +116,6 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         self._subs: dict[int, _Subscription] = {}
         self._book_sid: dict[str, int] = {}
         self._commands: dict[int, _Command] = {}
-        self._synced: set[str] = set()
         self._handlers: dict[object, Callable[[_Frame, int], None]] = {
             "orderbook_delta": self._on_delta,
             "orderbook_snapshot": self._on_snapshot,
@@ -137,12 +143,11 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         self._reset_session()
 
     def _reset_session(self) -> None:
-        """Sids, seqs, pending commands and snapshot state belong to one connection."""
+        """Sids, seqs and pending commands belong to one connection."""
         self._conn = None
         self._subs.clear()
         self._book_sid.clear()
         self._commands.clear()
-        self._synced.clear()
 
     # -- commands -------------------------------------------------------------------
 
@@ -184,7 +189,6 @@ class KalshiWebSocketClient(BaseWebSocketClient):
                 for ticker in gone:
                     if self._book_sid.get(ticker) == sid:
                         del self._book_sid[ticker]
-                        self._synced.discard(ticker)
             if keep and sub.channel in _UPDATABLE:
                 sub.tickers = keep
                 frames.append(self._command("update_subscription", {
@@ -237,20 +241,19 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         try:
             frame = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            reason = "truncated_json" if exc.pos >= len(data) else "malformed_json"
-            self._reject(reason, f"{exc}: {data[:200]}")
+            self._reject("truncated_json" if exc.pos >= len(data) else "malformed_json", exc, data)
             return
         if type(frame) is not dict:
-            self._reject("not_an_object", data[:200])
+            self._reject("not_an_object", type(frame).__name__, data)
             return
         handler = self._handlers.get(frame.get("type"))
         if handler is None:
-            self._reject("unknown_type", data[:200])
+            self._reject("unknown_type", frame.get("type"), data)
             return
         try:
             handler(frame, recv_ns)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self._reject("bad_field", f"{type(exc).__name__}: {exc}: {data[:200]}")
+            self._reject("bad_field", exc, data)
 
     def _sequenced(self, frame: _Frame, snapshot_of: str | None) -> _Subscription | None:
         """Check the frame's seq against its sid; None when the frame must not be applied.
@@ -290,13 +293,12 @@ class KalshiWebSocketClient(BaseWebSocketClient):
             self.stats.dropped["unknown_market"] += 1
             return
         try:
-            book.apply_snapshot(msg.get("yes_dollars_fp"), msg.get("no_dollars_fp"), msg.get("ts_ms"))
+            book.apply_snapshot(msg.get("yes_dollars_fp"), msg.get("no_dollars_fp"), self._stamp(msg))
         except BookError as exc:  # the book dropped its levels; ask again at once
             self._reject("bad_snapshot", exc)
             self._emit(book, recv_ns)
             self._retry_snapshots([ticker])
             return
-        self._synced.add(ticker)
         self.stats.last_message_ns[ticker] = recv_ns
         self._emit(book, recv_ns)
 
@@ -308,20 +310,26 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         ticker = msg.get("market_ticker") if type(msg) is dict else None
         if type(ticker) is not str:
             # The frame consumed a seq but names no market: any book of the sid may be wrong.
-            self._reject("bad_field", f"delta without a market_ticker: {msg!r:.200}")
+            self._reject("bad_field", "delta without a market_ticker", frame)
             self._resync(sub.tickers, "unreadable delta")
             return
         book = self._books.get(ticker)
         if book is None or ticker not in sub.tickers:
             self.stats.dropped["unknown_market"] += 1
             return
-        if ticker not in self._synced:
-            self._not_ready(ticker)
+        if ticker in self._awaiting:
+            self.stats.dropped["awaiting_snapshot"] += 1
             return
+        ts_ms = msg.get("ts_ms")
+        if type(ts_ms) is not int or ts_ms < 0:  # a decoded JSON int is always < MAX_VENUE_TS_MS
+            ts_ms = self._stamp(msg)
         try:
-            changed = book.apply_delta(msg["price_dollars"], msg["delta_fp"], msg["side"], msg.get("ts_ms"))
+            changed = book.apply_delta(msg["price_dollars"], msg["delta_fp"], msg["side"], ts_ms)
         except BookNotReady:
-            self._not_ready(ticker)
+            # No snapshot on its way, yet none applied (a CLOSED market, say): the venue
+            # broke its own ordering.
+            self._reject("delta_before_snapshot", ticker)
+            self._resync([ticker], "delta before snapshot")
             return
         except BookError as exc:
             self._reject("negative_level", exc)
@@ -329,21 +337,20 @@ class KalshiWebSocketClient(BaseWebSocketClient):
             return
         except (KeyError, TypeError, ValueError) as exc:
             # The frame consumed a seq, so its update is lost: this book is now unknown.
-            self._reject("bad_field", f"{type(exc).__name__}: {exc}")
+            self._reject("bad_field", exc, frame)
             self._resync([ticker], "unreadable delta")
             return
         self.stats.last_message_ns[ticker] = recv_ns
         if changed:
             self._emit(book, recv_ns)
 
-    def _not_ready(self, ticker: str) -> None:
-        """A delta for a market without a valid snapshot: expected while one is on its
-        way (dropped); otherwise the venue broke its own ordering (rejected, resync)."""
-        if self._is_awaiting(ticker):
-            self.stats.dropped["awaiting_snapshot"] += 1
-            return
-        self._reject("delta_before_snapshot", ticker)
-        self._resync([ticker], "delta before snapshot")
+    def _stamp(self, msg: _Frame) -> int | None:
+        """`ts_ms` if it is one (missing is fine); a bad one is counted and dropped."""
+        try:
+            return venue_timestamp_ms(msg.get("ts_ms"))
+        except ValueError as exc:
+            self._reject("bad_timestamp", exc)
+            return None
 
     def _on_ticker(self, frame: _Frame, recv_ns: int) -> None:
         msg = frame["msg"]
@@ -394,9 +401,13 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         msg = frame["msg"]
         code, text = msg["code"], msg.get("msg")
         sid, command_id = frame.get("sid"), frame.get("id")
-        self.stats.venue_errors[str(code)] += 1
-        log.warning("kalshi: venue error %s %r (command %r, sid %r, market %r)",
-                    code, text, command_id, sid, msg.get("market_ticker"))
+        # Counted by code; the table is keyed by the venue, so anything but a plausible
+        # code shares one entry instead of growing it without bound.
+        self.stats.venue_errors[str(code) if type(code) is int and 0 <= code < 1000 else "not_an_integer"] += 1
+        held = self._log_limit.allow("venue_error")
+        if held is not None:
+            log.warning("kalshi: venue error %.20r %.200r (command %.20r, sid %.20r, market %.100r) "
+                        "(%d similar not logged)", code, text, command_id, sid, msg.get("market_ticker"), held)
         command = self._commands.pop(command_id, None) if command_id else None  # type: ignore[arg-type]
         if command is not None:
             self._command_failed(command, code, msg.get("market_ticker"))
@@ -405,13 +416,20 @@ class KalshiWebSocketClient(BaseWebSocketClient):
 
     def _command_failed(self, command: _Command, code: object, market: object) -> None:
         """A snapshot request or subscribe was refused: take the next resync step now
-        (bounded by the ladder); a market the venue does not know is CLOSED instead."""
+        (bounded by the ladder); a market the venue does not know is CLOSED instead.
+
+        The error's `market_ticker` is optional; when the command named one market
+        (the default, one market per subscription) that market is the one.
+        """
         if command.kind not in ("subscribe", "get_snapshot"):
             return
         tickers = [t for t in command.tickers if t in self._books]
-        if code == MARKET_NOT_FOUND and market in tickers:
-            self._close_market(market, "market not found")  # type: ignore[arg-type]
-            tickers.remove(market)  # type: ignore[arg-type]
+        if code == MARKET_NOT_FOUND:
+            if market is None and len(command.tickers) == 1:
+                market = command.tickers[0]
+            if market in tickers:
+                self._close_market(market, "market not found")  # type: ignore[arg-type]
+                tickers.remove(market)  # type: ignore[arg-type]
         self._retry_snapshots(tickers)
 
     def _subscription_ended(self, sid: object, code: object) -> None:

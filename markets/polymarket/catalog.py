@@ -136,6 +136,49 @@ def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+@dataclass(frozen=True, slots=True)
+class _FieldNames:
+    """The names one source gives the optional market fields that the two sources name
+    differently: Gamma and the CLOB carry the same facts, camelCase vs snake_case and some
+    renamed (`question`, `active` and `closed` are spelled alike and read directly)."""
+
+    slug: str
+    accepting_orders: str
+    enable_order_book: str
+    tick_size: str
+    min_order_size: str
+    neg_risk: str
+    end_date: str
+
+
+_GAMMA_FIELDS = _FieldNames(slug="slug", accepting_orders="acceptingOrders", enable_order_book="enableOrderBook",
+                            tick_size="orderPriceMinTickSize", min_order_size="orderMinSize", neg_risk="negRisk",
+                            end_date="endDate")
+_CLOB_FIELDS = _FieldNames(slug="market_slug", accepting_orders="accepting_orders",
+                           enable_order_book="enable_order_book", tick_size="minimum_tick_size",
+                           min_order_size="minimum_order_size", neg_risk="neg_risk", end_date="end_date_iso")
+
+
+def _market_info(raw: Mapping[str, Any], ref: str, condition_id: str, tokens: tuple[OutcomeToken, ...],
+                 names: _FieldNames, gamma_id: str | None = None) -> PolymarketMarketInfo:
+    """The decoded record, reading the optional fields under `names`."""
+    return PolymarketMarketInfo(
+        condition_id=condition_id,
+        tokens=tokens,
+        question=_optional_str(raw.get("question")),
+        slug=_optional_str(raw.get(names.slug)),
+        gamma_id=gamma_id,
+        active=_optional_bool(raw.get("active")),
+        closed=_optional_bool(raw.get("closed")),
+        accepting_orders=_optional_bool(raw.get(names.accepting_orders)),
+        enable_order_book=_optional_bool(raw.get(names.enable_order_book)),
+        tick_size=_optional_float(raw.get(names.tick_size), names.tick_size, ref),
+        min_order_size=_optional_float(raw.get(names.min_order_size), names.min_order_size, ref),
+        neg_risk=_optional_bool(raw.get(names.neg_risk)),
+        end_date=_optional_str(raw.get(names.end_date)),
+    )
+
+
 def _pair(ref: str, token_ids: Sequence[Any], outcomes: Sequence[Any],
           prices: Sequence[Any]) -> tuple[OutcomeToken, ...]:
     if len(token_ids) != len(outcomes):
@@ -168,21 +211,8 @@ def decode_gamma_market(raw: Mapping[str, Any]) -> PolymarketMarketInfo:
         _json_list(raw.get("outcomes"), "outcomes", ref),
         _json_list(raw.get("outcomePrices"), "outcomePrices", ref),
     )
-    return PolymarketMarketInfo(
-        condition_id=condition_id,
-        tokens=tokens,
-        question=_optional_str(raw.get("question")),
-        slug=_optional_str(raw.get("slug")),
-        gamma_id=None if raw.get("id") is None else str(raw["id"]),
-        active=_optional_bool(raw.get("active")),
-        closed=_optional_bool(raw.get("closed")),
-        accepting_orders=_optional_bool(raw.get("acceptingOrders")),
-        enable_order_book=_optional_bool(raw.get("enableOrderBook")),
-        tick_size=_optional_float(raw.get("orderPriceMinTickSize"), "orderPriceMinTickSize", ref),
-        min_order_size=_optional_float(raw.get("orderMinSize"), "orderMinSize", ref),
-        neg_risk=_optional_bool(raw.get("negRisk")),
-        end_date=_optional_str(raw.get("endDate")),
-    )
+    gamma_id = None if raw.get("id") is None else str(raw["id"])
+    return _market_info(raw, ref, condition_id, tokens, _GAMMA_FIELDS, gamma_id)
 
 
 def decode_gamma_event(raw: Mapping[str, Any]) -> GammaEvent:
@@ -215,20 +245,7 @@ def decode_clob_market(raw: Mapping[str, Any]) -> PolymarketMarketInfo:
         [entry.get("outcome") for entry in entries],
         [entry.get("price") for entry in entries] if all("price" in entry for entry in entries) else [],
     )
-    return PolymarketMarketInfo(
-        condition_id=condition_id,
-        tokens=tokens,
-        question=_optional_str(raw.get("question")),
-        slug=_optional_str(raw.get("market_slug")),
-        active=_optional_bool(raw.get("active")),
-        closed=_optional_bool(raw.get("closed")),
-        accepting_orders=_optional_bool(raw.get("accepting_orders")),
-        enable_order_book=_optional_bool(raw.get("enable_order_book")),
-        tick_size=_optional_float(raw.get("minimum_tick_size"), "minimum_tick_size", ref),
-        min_order_size=_optional_float(raw.get("minimum_order_size"), "minimum_order_size", ref),
-        neg_risk=_optional_bool(raw.get("neg_risk")),
-        end_date=_optional_str(raw.get("end_date_iso")),
-    )
+    return _market_info(raw, ref, condition_id, tokens, _CLOB_FIELDS)
 
 
 def is_condition_id(market_id: str) -> bool:

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from markets.base import BaseMarketClient, JSONValue, ParamValue, VenueError
 from markets.book import BookError, PolymarketOrderBook
+from markets.hybrid import WebSocketPrices
 from markets.models import TICKS_PER_DOLLAR, MarketPrice, Platform, PriceStatus, parse_price_ticks, ticks_to_dollars
 from markets.polymarket.catalog import (
     CatalogDecodeError,
@@ -96,33 +97,27 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
         yield items[start:start + size]
 
 
-class _ShapeChecks:
+class _PolymarketRest(BaseMarketClient):
     """Response-shape checks shared by both hosts: a wrong shape is a VenueError naming the path."""
 
-    venue: str
-    _base_path: str
     undecodable: int = 0
     """Listed markets skipped because their outcome/token fields could not be decoded."""
 
-    def _shape_error(self, method: str, path: str, body: JSONValue, problem: str) -> VenueError:
-        return VenueError(self.venue, method, self._base_path + path, 200, body,
-                          reason=f"unexpected response: {problem}")
-
     def _object(self, body: JSONValue, method: str, path: str) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise self._shape_error(method, path, body, f"expected an object, got {type(body).__name__}")
+            raise self._unexpected(method, path, body, f"expected an object, got {type(body).__name__}")
         return body
 
     def _list(self, body: JSONValue, method: str, path: str) -> list[Any]:
         if not isinstance(body, list):
-            raise self._shape_error(method, path, body, f"expected a list, got {type(body).__name__}")
+            raise self._unexpected(method, path, body, f"expected a list, got {type(body).__name__}")
         return body
 
     def _decoded(self, decoder: Any, raw: Any, method: str, path: str) -> Any:
         try:
             return decoder(raw)
         except CatalogDecodeError as exc:
-            raise self._shape_error(method, path, None, str(exc)) from None
+            raise self._unexpected(method, path, None, str(exc)) from None
 
     def _listing(self, decoder: Any, items: list[Any], path: str) -> list[Any]:
         """Decode a listing page, skipping (with a warning and a count) entries that cannot be decoded.
@@ -140,7 +135,7 @@ class _ShapeChecks:
         return decoded
 
 
-class GammaClient(_ShapeChecks, BaseMarketClient):
+class GammaClient(_PolymarketRest):
     """Gamma: market and event discovery, with outcome/token pairing decoded."""
 
     venue = "polymarket-gamma"
@@ -208,7 +203,7 @@ class GammaClient(_ShapeChecks, BaseMarketClient):
                               for name, empty in (("bestBid", 0), ("bestAsk", TICKS_PER_DOLLAR),
                                                   ("lastTradePrice", 0)))
         except ValueError as exc:
-            raise self._shape_error("GET", "/markets", raw, str(exc)) from None
+            raise self._unexpected("GET", "/markets", raw, str(exc)) from None
         quoted = info.yes_token.token_id if by_condition else market_id
         if info.tokens and info.tokens[0].token_id != quoted:
             bid, ask, last = (None if ask is None else TICKS_PER_DOLLAR - ask,
@@ -220,7 +215,7 @@ class GammaClient(_ShapeChecks, BaseMarketClient):
                            status, None if last is None else ticks_to_dollars(last), None, time.time_ns())
 
 
-class PolymarketClient(_ShapeChecks, BaseMarketClient):
+class PolymarketClient(_PolymarketRest):
     """The CLOB REST API (books, prices, history, listings, orders) plus `.gamma`."""
 
     venue = "polymarket"
@@ -255,7 +250,7 @@ class PolymarketClient(_ShapeChecks, BaseMarketClient):
     def _checked_book(self, body: JSONValue, method: str, path: str) -> dict[str, Any]:
         book = self._object(body, method, path)
         if not isinstance(book.get("bids"), list) or not isinstance(book.get("asks"), list):
-            raise self._shape_error(method, path, body, "a book needs 'bids' and 'asks' lists")
+            raise self._unexpected(method, path, body, "a book needs 'bids' and 'asks' lists")
         return book
 
     async def get_book(self, token_id: str) -> dict[str, Any]:
@@ -283,10 +278,11 @@ class PolymarketClient(_ShapeChecks, BaseMarketClient):
 
     async def _price_field(self, path: str, params: Mapping[str, ParamValue], key: str) -> float:
         body = self._object(await self._request("GET", path, params=params), "GET", path)
+        value = self._field(body, key, "GET", path)
         try:
-            return ticks_to_dollars(parse_price_ticks(body[key]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise self._shape_error("GET", path, body, f"bad {key!r}: {exc}") from None
+            return ticks_to_dollars(parse_price_ticks(value))
+        except (TypeError, ValueError) as exc:
+            raise self._unexpected("GET", path, body, f"bad {key!r}: {exc}") from None
 
     async def get_price(self, token_id: str, side: str) -> float:
         """`GET /price`: side BUY is the best ask (what a buyer pays), SELL the best bid."""
@@ -311,11 +307,11 @@ class PolymarketClient(_ShapeChecks, BaseMarketClient):
         body = self._object(await self._request("GET", "/prices-history", params=params), "GET", "/prices-history")
         history = body.get("history")
         if not isinstance(history, list):
-            raise self._shape_error("GET", "/prices-history", body, "no 'history' list")
+            raise self._unexpected("GET", "/prices-history", body, "no 'history' list")
         try:
             return [(int(point["t"]), float(point["p"])) for point in history]
         except (KeyError, TypeError, ValueError) as exc:
-            raise self._shape_error("GET", "/prices-history", body, f"bad history point: {exc}") from None
+            raise self._unexpected("GET", "/prices-history", body, f"bad history point: {exc}") from None
 
     # -- listings ------------------------------------------------------------------------
 
@@ -325,7 +321,7 @@ class PolymarketClient(_ShapeChecks, BaseMarketClient):
                             "GET", "/markets")
         data, next_cursor = body.get("data"), body.get("next_cursor")
         if not isinstance(data, list) or not isinstance(next_cursor, str):
-            raise self._shape_error("GET", "/markets", body, "a page needs 'data' and 'next_cursor'")
+            raise self._unexpected("GET", "/markets", body, "a page needs 'data' and 'next_cursor'")
         return self._listing(decode_clob_market, data, "/markets"), next_cursor
 
     async def iter_markets(self, cursor: str = CURSOR_START) -> AsyncIterator[PolymarketMarketInfo]:
@@ -336,7 +332,7 @@ class PolymarketClient(_ShapeChecks, BaseMarketClient):
             for market in page:
                 yield market
             if cursor != CURSOR_END and cursor in seen:
-                raise self._shape_error("GET", "/markets", None, f"pagination cursor {cursor!r} repeated")
+                raise self._unexpected("GET", "/markets", None, f"pagination cursor {cursor!r} repeated")
             seen.add(cursor)
 
     async def get_clob_market(self, condition_id: str) -> PolymarketMarketInfo:
@@ -415,14 +411,8 @@ def load_book_summary(book: PolymarketOrderBook, raw: Mapping[str, Any]) -> None
         raise BookError(f"{book.token_id}: bad book summary field: {exc}") from None
 
 
-class HybridPolymarketClient(PolymarketClient):
-    """REST for discovery, history and orders; the WebSocket for prices.
-
-    `stream_prices` is the market-channel stream (pushed, only on top-of-book or
-    status changes). `get_market_price` answers from the live WebSocket book when
-    that market is streamed and LIVE, and from REST otherwise. `poll_prices`
-    (the REST baseline) stays available for comparison.
-    """
+class HybridPolymarketClient(WebSocketPrices, PolymarketClient):
+    """REST for discovery, history and orders; the market channel for prices (rules in markets/hybrid.py)."""
 
     def __init__(
         self,
@@ -439,20 +429,3 @@ class HybridPolymarketClient(PolymarketClient):
         super().__init__(clob_url=clob_url, gamma_url=gamma_url, **(rest_options or {}))
         self.ws = PolymarketWebSocketClient(url=ws_url or POLYMARKET_WS_URL, resolver=self,
                                             **(ws_options or {}))
-
-    def stream_prices(self, market_ids: Iterable[str], interval: float | None = None) -> AsyncIterator[MarketPrice]:
-        """Live prices from the WebSocket; `interval` is ignored (the venue pushes)."""
-        return self.ws.stream_prices(list(market_ids))
-
-    async def get_market_price(self, market_id: str) -> MarketPrice:
-        if market_id in self.ws.subscribed:
-            price = self.ws.latest_price(market_id)
-            if price is not None and price.status is PriceStatus.LIVE:
-                return price
-        return await super().get_market_price(market_id)
-
-    async def close(self) -> None:
-        try:
-            await self.ws.close()
-        finally:
-            await super().close()

@@ -16,19 +16,24 @@ post-change `best_bid`/`best_ask` that every `price_change` entry carries: after
 frame is applied, each touched book is compared with the last entry seen for it
 (correct whether the venue means "after this entry" or "after this event"). A
 mismatch, or an entry that cannot be applied, means the book is wrong: it is
-dropped (RESYNCING) and reported for a resync. Nothing here raises on bad input;
-every problem comes back as a reason string to count.
+dropped (RESYNCING) and reported for a resync. For the same reason a `price_change`
+is only ever applied to a book that has had a `book` since it was last in doubt:
+after a reconnect or a stall the old levels may lack updates, and an update that
+happens to agree with the old top would otherwise make them LIVE again (the venue
+is known to skip initial snapshots and stream updates regardless). The owner says
+which markets are in doubt (`awaiting`). Nothing here raises on bad input; every
+problem comes back as a reason string to count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Container, Mapping, MutableMapping
 from typing import Any
 
 import orjson
 
 from markets.book import BookError, PolymarketOrderBook
-from markets.models import PriceStatus, parse_price_ticks
+from markets.models import PriceStatus, parse_price_ticks, venue_timestamp_ms
 
 NOTICE_PONG = "PONG"
 NOTICE_INVALID_OPERATION = "INVALID OPERATION"
@@ -75,15 +80,12 @@ class FrameOutcome:
 
 
 def _timestamp(value: Any, outcome: FrameOutcome) -> int | None:
-    """Millisecond string → int; a bad one is counted, and the data still applies."""
-    if value is None:
+    """Millisecond string → int; a bad one is counted and dropped, and the data still applies."""
+    try:
+        return venue_timestamp_ms(value)
+    except ValueError:
+        outcome.rejected.append(BAD_TIMESTAMP)
         return None
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    outcome.rejected.append(BAD_TIMESTAMP)
-    return None
 
 
 class MarketChannel:
@@ -94,15 +96,18 @@ class MarketChannel:
     (in flight after an unsubscribe). `last_seen`, when given, gets the receive time
     of every frame that carried data for a book, keyed by the book's `market_id`:
     that is what a staleness watchdog reads, and a change deep in the book counts
-    as data even though it changes no top.
+    as data even though it changes no top. `awaiting`, also keyed by `market_id`,
+    holds the markets whose book is in doubt until their next `book`; their
+    `price_change` entries are dropped.
     """
 
-    __slots__ = ("books", "last_seen", "_handlers")
+    __slots__ = ("books", "last_seen", "awaiting", "_handlers")
 
     def __init__(self, books: MutableMapping[str, PolymarketOrderBook],
-                 last_seen: MutableMapping[str, int] | None = None) -> None:
+                 last_seen: MutableMapping[str, int] | None = None, awaiting: Container[str] = ()) -> None:
         self.books = books
         self.last_seen: MutableMapping[str, int] = {} if last_seen is None else last_seen
+        self.awaiting = awaiting
         self._handlers = {
             "book": self._on_book,
             "price_change": self._on_price_change,
@@ -202,7 +207,7 @@ class MarketChannel:
             outcome.rejected.append(BAD_FIELD)
             return
         ts_ms = _timestamp(event.get("timestamp"), outcome)
-        books, last_seen = self.books, self.last_seen
+        books, last_seen, awaiting = self.books, self.last_seen, self.awaiting
         last_entry: dict[str, dict[str, Any]] = {}
         for entry in entries:
             if not isinstance(entry, dict):
@@ -215,8 +220,9 @@ class MarketChannel:
             book = books.get(asset_id)
             if book is None:
                 continue  # the sibling token of a subscribed one
-            last_seen[book.market_id] = recv_ns
-            if not book.is_ready:
+            market_id = book.market_id
+            last_seen[market_id] = recv_ns
+            if market_id in awaiting or not book.is_ready:
                 outcome.dropped.append(AWAITING_SNAPSHOT)
                 continue
             try:
@@ -225,12 +231,11 @@ class MarketChannel:
             except (KeyError, TypeError, ValueError):
                 self._drop(book, BAD_LEVEL, outcome)
                 outcome.rejected.append(BAD_LEVEL)
+                last_entry.pop(book.token_id, None)  # a dropped book has nothing to check
                 continue
             last_entry[book.token_id] = entry
         for token_id, entry in last_entry.items():
             book = books[token_id]
-            if not book.is_ready:
-                continue
             try:
                 consistent = book.matches_best(entry.get("best_bid"), entry.get("best_ask"))
             except (TypeError, ValueError):

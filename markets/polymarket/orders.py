@@ -19,7 +19,6 @@ from markets.models import POLYMARKET_SIZE_PLACES, TICKS_PER_DOLLAR, parse_fixed
 
 POLYGON_CHAIN_ID = 137
 ORDERS_EXTRA = "polymarket-orders"
-SDK_MODULE = "py_clob_client_v2"
 ORDER_TYPES = frozenset({"GTC", "GTD", "FOK", "FAK"})
 ORDER_SIDES = frozenset({"BUY", "SELL"})
 

@@ -28,11 +28,15 @@ dead peer is noticed within a few ping periods even on a quiet socket.
 Integrity. There are no sequence numbers; `MarketChannel` compares each
 `price_change`'s post-change `best_bid`/`best_ask` with the local book. A
 mismatch is counted in `stats.gaps` and the token is resynced by resubscribing
-it on its own socket (unsubscribe + subscribe with ``initial_dump``). That keeps
+it on its own socket (unsubscribe + subscribe with ``initial_dump``: the base
+class's default resync, since the venue ignores a duplicate subscribe). That keeps
 the fresh `book` in order with the updates that follow it, which a REST `/book`
-fetched on the side cannot guarantee. A `tick_size_change` empties the book until
-the venue's next `book`; if that does not arrive within `resync_timeout`, the
-base's resync ladder takes over.
+fetched on the side cannot guarantee. `resync_attempts` defaults to 2 here: a
+second resubscription is worth it (the snapshot itself can be lost to a bad frame)
+before the base class considers the socket. A `tick_size_change` empties the book
+until the venue's next `book`; if that does not arrive within `resync_timeout`,
+the same ladder takes over. While a token waits for its `book` (subscribed,
+reconnected, stalled, mismatched) its `price_change` entries are dropped.
 
 Sharding. At most `max_tokens_per_connection` tokens (200 by default; the venue
 silently drops initial snapshots past ~500) share a socket; more open further
@@ -67,10 +71,9 @@ class PolymarketWebSocketClient(BaseWebSocketClient):
 
     `ping_interval` is the text-PING period (None disables it: the venue then drops
     the socket after ~10 s); `heartbeat` is the optional RFC 6455 ping period on
-    top. `receive_timeout` (None: derived) defaults to three ping periods.
-    `resubscribe_attempts` bounds the resubscriptions tried for a token whose
-    snapshot does not arrive before the socket is reconnected. Other options are
-    the base's (`stale_after`, `resync_timeout`, backoff, ...).
+    top. `receive_timeout` (None: derived) defaults to three ping periods. Other
+    options are the base's (`stale_after`, `resync_timeout`, `resync_attempts`,
+    backoff, ...).
     """
 
     platform: ClassVar[Platform] = Platform.POLYMARKET
@@ -83,26 +86,24 @@ class PolymarketWebSocketClient(BaseWebSocketClient):
         ping_interval: float | None = 10.0,
         heartbeat: float | None = None,
         resolver: MarketResolver | None = None,
-        resubscribe_attempts: int = 2,
         receive_timeout: float | None = None,
         stale_after: float = 60.0,
+        resync_attempts: int = 2,
         **options: Any,
     ) -> None:
         if receive_timeout is None:
             receive_timeout = 3 * ping_interval if ping_interval else 60.0
         super().__init__(url=url, max_markets_per_connection=max_tokens_per_connection,
                          keepalive_interval=ping_interval, ping_interval=heartbeat,
-                         receive_timeout=receive_timeout, stale_after=stale_after, **options)
-        if resubscribe_attempts < 1:
-            raise ValueError(f"resubscribe_attempts must be >= 1, got {resubscribe_attempts!r}")
+                         receive_timeout=receive_timeout, stale_after=stale_after,
+                         resync_attempts=resync_attempts, **options)
         self.resolver = resolver
-        self.resubscribe_attempts = resubscribe_attempts
         self.markets: dict[str, PolymarketMarketInfo] = {}
         """Resolved condition ids: which token pays on which outcome."""
         self._token_of: dict[str, str] = {}
         self._token_books: dict[str, PolymarketOrderBook] = {}
         self._initialized: set[WebSocketConnection] = set()
-        self._channel = MarketChannel(self._token_books, self.stats.last_message_ns)
+        self._channel = MarketChannel(self._token_books, self.stats.last_message_ns, self._awaiting)
 
     # -- ids -----------------------------------------------------------------------
 
@@ -131,7 +132,9 @@ class PolymarketWebSocketClient(BaseWebSocketClient):
                                  f"tokens: {', '.join(conditions[:5])}")
             resolved = await self.resolver.resolve_markets(conditions)
             for condition_id in conditions:
-                info = resolved[condition_id]
+                info = resolved.get(condition_id)
+                if info is None:
+                    raise ValueError(f"the resolver returned no market for condition id {condition_id}")
                 self.markets[condition_id] = info
                 pending[condition_id] = info.yes_token.token_id
         owners = {token: market_id for market_id, token in self._token_of.items()}
@@ -157,6 +160,7 @@ class PolymarketWebSocketClient(BaseWebSocketClient):
         await super().unsubscribe(ids)
         for market_id in ids:
             del self._token_of[market_id]
+            self.markets.pop(market_id, None)
 
     # -- base hooks ------------------------------------------------------------------
 
@@ -187,16 +191,6 @@ class PolymarketWebSocketClient(BaseWebSocketClient):
     def _build_unsubscribe_message(self, market_ids: list[str]) -> list[str]:
         return [orjson.dumps({"assets_ids": self._tokens(market_ids), "operation": "unsubscribe"}).decode()]
 
-    def _build_resync_message(self, market_ids: list[str], attempt: int) -> list[str]:
-        """Resubscribe (a fresh in-order `book`) up to `resubscribe_attempts` times, then reconnect.
-
-        A second try is worth it: the snapshot itself can be lost to a bad frame,
-        and a reconnect would throw away every other book on the socket.
-        """
-        if attempt >= self.resubscribe_attempts:
-            return []
-        return self._build_unsubscribe_message(market_ids) + self._build_subscribe_message(market_ids)
-
     def _on_connected(self, connection: WebSocketConnection) -> None:
         self._initialized.discard(connection)
 
@@ -210,7 +204,7 @@ class PolymarketWebSocketClient(BaseWebSocketClient):
         outcome = self._channel.apply_frame(data, recv_ns)
         if outcome.notice is not None:
             if outcome.notice == NOTICE_INVALID_OPERATION:
-                self._reject("invalid_operation", "the venue refused a subscription message")
+                self._reject("invalid_operation", "the venue refused a subscription message", data)
             return
         emit = self._emit
         for book in outcome.changed.values():

@@ -22,6 +22,9 @@ class FaultPlan:
 
     Counts are of data frames (book snapshots/updates, tickers, trades) on one
     connection, starting at 1; `*_every=N` hits frames N, 2N, 3N, ...
+    `skip_seq_every` and `terminal_error_every` (Kalshi ends the frame's
+    subscription with error 17, one of the codes after which a client must
+    resubscribe) have no Polymarket counterpart and are ignored there.
     """
 
     drop_after: int | None = None
@@ -33,6 +36,7 @@ class FaultPlan:
     wrong_type_every: int | None = None
     negative_size_every: int | None = None
     duplicate_every: int | None = None
+    terminal_error_every: int | None = None
     snapshot_delay: float = 0.0
     refuse_handshakes: int = 0
     rest_429_every: int | None = None
@@ -81,7 +85,7 @@ class FaultPlan:
 
 _FRAME_FIELDS = ("drop_after", "skip_seq_every", "stall_after", "malformed_every",
                  "truncated_every", "unknown_type_every", "wrong_type_every",
-                 "negative_size_every", "duplicate_every")
+                 "negative_size_every", "duplicate_every", "terminal_error_every")
 
 
 class Corruption(enum.Enum):
@@ -102,6 +106,7 @@ class FrameFaults:
     replace: Corruption | None = None
     unknown_type: bool = False     # also send a frame of an unknown type
     duplicate: bool = False        # send the frame twice
+    terminal_error: bool = False   # end the frame's subscription instead of sending it
     drop_after_send: bool = False  # close the connection once it is written
 
 
@@ -147,6 +152,7 @@ class FaultState:
             replace=replace,
             unknown_type=_hits(p.unknown_type_every, n),
             duplicate=_hits(p.duplicate_every, n),
+            terminal_error=_hits(p.terminal_error_every, n),
             drop_after_send=p.drop_after is not None and n >= p.drop_after,
         )
         return NO_FAULTS if faults == NO_FAULTS else faults

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from aiohttp import WSMsgType, web
 
 from markets.kalshi.auth import KalshiCredentials
+from markets.kalshi.ws_client import KalshiWebSocketClient
+from markets.sim.kalshi import KalshiSimulator
 from markets.sim.keys import generate_demo_keypair
+from tests.conftest import DemoKeyPair, StartKalshi
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 at an ephemeral port; yield its ``http://127.0.0.1:<port>`` root.
+
+    For stub venues written inside a test, where a full simulator would not have the
+    endpoint or the deliberately broken answer the test needs.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 # -- REST-K: Kalshi demo key pair and credentials -------------------------------------------
@@ -27,19 +52,9 @@ def rest_kalshi_credentials(rest_kalshi_keys: tuple[str, Path, bytes]) -> Kalshi
 
 # -- WS-K: WebSocket client fixtures ------------------------------------------------------------
 # A hand-scripted venue (a real aiohttp WebSocket server whose frames the test writes),
-# a Kalshi simulator factory with short keep-alives, and a Kalshi WebSocket client
-# factory with short timeouts and backoffs, so the suite runs in seconds.
-
-import asyncio  # noqa: E402
-from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-import orjson  # noqa: E402
-from aiohttp import WSMsgType, web  # noqa: E402
-
-from markets.kalshi.ws_client import KalshiWebSocketClient  # noqa: E402
-from markets.sim.kalshi import KalshiSimulator  # noqa: E402
-from markets.sim.universe import build_universe  # noqa: E402
+# a Kalshi simulator factory with short keep-alives (tests/conftest.py's `start_kalshi`,
+# which registers the demo key pair), and a Kalshi WebSocket client factory with short
+# timeouts and backoffs, so the suite runs in seconds.
 
 WSK_FAST_OPTIONS: dict[str, Any] = {
     "stale_after": 1.0,
@@ -94,24 +109,20 @@ class WskScriptedVenue:
         self.refuse: list[int] = []
         self.handshakes = 0
         self.connections: asyncio.Queue[WskScriptedConnection] = asyncio.Queue()
-        self._runner: web.AppRunner | None = None
+        self._serving = AsyncExitStack()
         self._live: set[web.WebSocketResponse] = set()
         self.url = ""
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/ws", self._handler)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"ws://127.0.0.1:{self._runner.addresses[0][1]}/ws"
+        root = await self._serving.enter_async_context(serve_app(app))
+        self.url = root.replace("http://", "ws://", 1) + "/ws"
 
     async def stop(self) -> None:
         for ws in list(self._live):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serving.aclose()
 
     async def accept(self, timeout: float = 3.0) -> WskScriptedConnection:
         return await asyncio.wait_for(self.connections.get(), timeout)
@@ -144,39 +155,25 @@ async def wsk_venue() -> AsyncIterator[WskScriptedVenue]:
 
 
 @pytest.fixture(scope="session")
-def wsk_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, bytes]:
-    """A demo key pair (generated once per session: RSA key generation is slow)."""
-    return generate_demo_keypair(tmp_path_factory.mktemp("wsk-keys"))
-
-
-@pytest.fixture(scope="session")
-def wsk_credentials(wsk_keys: tuple[str, Path, bytes]) -> KalshiCredentials:
-    key_id, path, _ = wsk_keys
+def wsk_credentials(demo_keypair: DemoKeyPair) -> KalshiCredentials:
+    """Credentials of the demo key pair, which every `wsk_start_sim` simulator accepts."""
+    key_id, path, _ = demo_keypair
     return KalshiCredentials.from_files(key_id, path)
 
 
-WskStartSim = Callable[..., Awaitable[KalshiSimulator]]
+WskStartSim = StartKalshi
 WskMakeClient = Callable[..., KalshiWebSocketClient]
 
 
 @pytest.fixture
-async def wsk_start_sim(wsk_keys: tuple[str, Path, bytes]) -> AsyncIterator[WskStartSim]:
+def wsk_start_sim(start_kalshi: StartKalshi) -> WskStartSim:
     """Factory: `await wsk_start_sim(n_markets=4, rate=0.0, **simulator_options)`; rate 0
     means the test moves markets itself with `sim.step_market(...)`. Short pings."""
-    started: list[KalshiSimulator] = []
 
     async def start(n_markets: int = 4, seed: int = 11, **options: Any) -> KalshiSimulator:
-        options.setdefault("rate", 0.0)
-        options.setdefault("ping_interval", 0.3)
-        sim = KalshiSimulator(build_universe(n_markets, seed=seed), seed=seed, **options)
-        sim.register_key(wsk_keys[0], wsk_keys[2])
-        await sim.start()
-        started.append(sim)
-        return sim
+        return await start_kalshi(n_markets, seed, **({"ping_interval": 0.3} | options))
 
-    yield start
-    for sim in started:
-        await sim.stop()
+    return start
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from markets.base import BaseMarketClient, RateLimited, TokenBucket, VenueError, parse_retry_after
 from markets.models import MarketPrice, Platform
+from tests.clients.conftest import serve_app
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,15 +45,8 @@ async def serve(routes: dict[str, Handler]) -> AsyncIterator[tuple[str, Seen]]:
     app = web.Application(middlewares=[record])
     for path, handler in routes.items():
         app.router.add_route("*", path, handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/api", seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as root:
+        yield f"{root}/api", seen
 
 
 Reply = Callable[[], web.Response]

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from markets.base_ws import BaseWebSocketClient, ClientClosedError, WebSocketAuthError
 from markets.book import PolymarketOrderBook
 from markets.models import MarketPrice, Platform, PriceStatus
-from tests.clients.conftest import WSK_FAST_OPTIONS, WskScriptedConnection, WskScriptedVenue, wsk_eventually
+from tests.clients.conftest import (
+    WSK_FAST_OPTIONS,
+    WskScriptedConnection,
+    WskScriptedVenue,
+    serve_app,
+    wsk_eventually,
+)
 
 
 class ToyClient(BaseWebSocketClient):
@@ -338,3 +346,77 @@ async def test_close_while_connecting_wakes_connect_and_ends_streams(
         await asyncio.wait_for(connecting, 2)
     await asyncio.wait_for(streaming, 2)  # ended cleanly, no exception
     assert not streamed
+
+
+class NonReadingVenue:
+    """Accepts the WebSocket upgrade and then never reads: the client's sends back
+    up through aiohttp's buffer, the kernel's socket buffers and finally the
+    client's own transport, whose writes then wait for a drain that never comes."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.url = ""
+        self._serving = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> NonReadingVenue:
+        app = web.Application()
+        app.router.add_get("/ws", self._handler)
+        root = await self._serving.enter_async_context(serve_app(app))
+        self.url = root.replace("http://", "ws://") + "/ws"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._serving.aclose()
+
+    async def _handler(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        self.accepted += 1
+        await asyncio.Event().wait()  # never reads; cancelled at cleanup
+        return ws
+
+
+async def test_a_peer_that_stops_reading_cannot_wedge_the_connection(make_toy: Any) -> None:
+    async with NonReadingVenue() as venue:
+        client = make_toy(venue.url, send_timeout=0.3, receive_timeout=None, ping_interval=None)
+        await asyncio.wait_for(client.connect(), 3)
+        # Far more than every buffer between the two ends can hold.
+        await asyncio.wait_for(client.connections[0].send(["x" * 1_000_000] * 40), 5)
+        await wsk_eventually(lambda: venue.accepted == 2, what="a reconnect after the stuck send")
+        assert client.stats.disconnects == {"send_timeout": 1}
+
+
+async def test_one_market_without_a_snapshot_does_not_reconnect_the_others(
+        wsk_venue: WskScriptedVenue, make_toy: Any) -> None:
+    client = make_toy(wsk_venue.url, resync_timeout=0.1, resync_attempts=2, stale_after=30.0,
+                      receive_timeout=None)
+    prices: list[MarketPrice] = []
+    client.add_listener(prices.append)
+    await client.subscribe(["m1", "m2"])
+    conn, ids = await subscribed(wsk_venue)
+    assert sorted(ids) == ["m1", "m2"]
+    await quote(conn, "m1")  # m1 is live; m2's snapshot never comes
+    # Attempt 1 resubscribes m2; when the attempts are used up the connection, which
+    # still carries a live book, is kept and m2's ladder starts again after a pause.
+    for _ in range(3):
+        assert (await conn.recv_json()) == {"op": "unsub", "ids": ["m2"]}
+        assert (await conn.recv_json()) == {"op": "sub", "ids": ["m2"]}
+    await quote(conn, "m2")
+    await wsk_eventually(lambda: client.latest_price("m2") is not None
+                         and client.latest_price("m2").status is PriceStatus.LIVE)  # type: ignore[union-attr]
+    assert client.stats.reconnects == 0 and not client.stats.disconnects
+    assert [p.status for p in prices if p.market_id == "m1"] == [PriceStatus.LIVE]
+
+
+async def test_handler_bugs_are_counted_every_time_but_logged_at_a_bounded_rate(
+        wsk_venue: WskScriptedVenue, make_toy: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client = make_toy(wsk_venue.url)
+    await client.subscribe(["m1"])
+    conn, _ = await subscribed(wsk_venue)
+    with caplog.at_level(logging.WARNING, logger="markets.base_ws"):
+        for _ in range(50):
+            await conn.send({"boom": True})
+        await quote(conn, "m1")
+        await wsk_eventually(lambda: client.latest_price("m1") is not None)
+    assert client.stats.rejected["handler_error"] == 50
+    assert len([r for r in caplog.records if "handler failed" in r.getMessage()]) == 1

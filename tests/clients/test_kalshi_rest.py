@@ -21,6 +21,7 @@ from markets.sim.kalshi.rest import RateLimit
 from markets.sim.kalshi.simulator import KalshiSimulator
 from markets.sim.keys import generate_demo_keypair
 from markets.sim.universe import LINEAR_CENT, build_universe
+from tests.clients.conftest import serve_app
 
 FAST: dict[str, Any] = {"backoff_initial": 0.001, "backoff_max": 0.01, "timeout": 5.0}
 
@@ -292,15 +293,8 @@ async def stub(rest_kalshi_keys: tuple[str, Path, bytes]) -> AsyncIterator[tuple
 
     app = web.Application()
     app.router.add_route("*", "/trade-api/v2/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/trade-api/v2", seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as root:
+        yield f"{root}/trade-api/v2", seen
 
 
 async def test_cancel_series_event_and_book_order(stub: tuple[str, list[web.Request]],

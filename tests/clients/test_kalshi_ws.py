@@ -241,7 +241,7 @@ async def test_unsubscribe_stops_the_feed_and_forgets_the_book(
     await client.unsubscribe([gone])
     assert gone not in client.subscribed and client.book(gone) is None and client.latest_price(gone) is None
     assert gone not in client.stats.last_message_ns
-    await asyncio.sleep(0.05)  # let the unsubscribe reach the simulator
+    await wsk_eventually(lambda: sim.subscribers("orderbook_delta", gone) == 0, what="the venue to drop the sid")
     before = client.stats.messages
     for _ in range(10):
         sim.step_market(sim.universe.by_kalshi_ticker[gone])

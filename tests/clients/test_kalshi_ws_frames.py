@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from markets.codec import decode, encode
 from markets.kalshi.auth import KalshiCredentials
 from markets.kalshi.ws_client import KalshiWebSocketClient
 from markets.models import MarketPrice, PriceStatus
@@ -281,3 +283,89 @@ async def test_ticker_and_trade_channels_set_last_trade(
 def test_channel_choice_is_validated(wsk_credentials: KalshiCredentials, channels: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="channel"):
         KalshiWebSocketClient(wsk_credentials, channels=channels)
+
+
+@pytest.mark.parametrize("ts_ms", ["soon", -5, 1.7e12, "2022-11-22T20:44:01Z"])
+async def test_a_bad_venue_timestamp_is_counted_and_never_published(
+        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient, ts_ms: Any) -> None:
+    client, server, prices = await start(wsk_venue, wsk_make_client, [A])
+    await server.conn.send({"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": {
+        "market_ticker": A, "price_dollars": "0.43", "delta_fp": "3.00", "side": "yes", "ts_ms": ts_ms}})
+    await wsk_eventually(lambda: client.book(A).bids.get(4300) == 300)  # type: ignore[union-attr]
+    assert client.stats.rejected == {"bad_timestamp": 1}
+    # The update applies; the stamp is dropped, so every record still crosses the bus.
+    assert prices[-1].yes_bid == 0.43 and prices[-1].venue_ts_ms is None
+    for price in prices:
+        assert decode(encode(price)) == price
+
+
+async def test_market_not_found_without_a_ticker_closes_the_one_market_of_the_command(
+        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient) -> None:
+    client = wsk_make_client(wsk_venue.url)
+    prices: list[MarketPrice] = []
+    client.add_listener(prices.append)
+    await client.subscribe(["NOSUCH-MARKET"])
+    server = Venue(await wsk_venue.accept())
+    command = await server.command("subscribe")
+    # The error's market_ticker is optional; one market per command still says which.
+    await server.conn.send({"id": command["id"], "type": "error", "msg": {"code": 16, "msg": "Market not found"}})
+    await wsk_eventually(lambda: bool(prices))
+    assert prices[-1].status is PriceStatus.CLOSED
+    await asyncio.sleep(0.3)  # a retry would be sent at once; none comes
+    assert server.conn.received.empty() and client.stats.reconnects == 0
+
+
+async def test_venue_error_codes_are_counted_in_a_bounded_table(
+        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient) -> None:
+    client, server, _ = await start(wsk_venue, wsk_make_client, [A])
+    for i in range(100):
+        await server.conn.send({"type": "error", "msg": {"code": f"code-{i}", "msg": "garbage"}})
+    await server.conn.send({"type": "error", "msg": {"code": 18, "msg": "Command timeout"}})
+    await wsk_eventually(lambda: client.stats.venue_errors["18"] == 1)
+    assert client.stats.venue_errors == {"18": 1, "not_an_integer": 100}
+
+
+async def test_a_flood_of_bad_frames_is_counted_in_full_and_logged_sparingly(
+        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient, caplog: pytest.LogCaptureFixture) -> None:
+    client, server, _ = await start(wsk_venue, wsk_make_client, [A])
+    with caplog.at_level(logging.WARNING):
+        for i in range(200):
+            await server.conn.send({"type": "orderbook_imbalance", "sid": 1, "msg": {"n": i}})
+        await server.delta(1, 2, A, "0.43", "1.00")
+        await wsk_eventually(lambda: client.book(A).bids.get(4300) == 100)  # type: ignore[union-attr]
+    assert client.stats.rejected == {"unknown_type": 200}
+    assert len([r for r in caplog.records if "unknown_type" in r.getMessage()]) == 1
+
+
+async def test_a_gap_on_a_shared_sid_taints_every_market_of_it(
+        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient) -> None:
+    client = wsk_make_client(wsk_venue.url, markets_per_subscription=2)
+    prices: list[MarketPrice] = []
+    client.add_listener(prices.append)
+    await client.subscribe([A, B])
+    server = Venue(await wsk_venue.accept())
+    command = await server.accept_subscribe(1)
+    assert command["params"]["market_tickers"] == [A, B]
+    await server.snapshot(1, 1, A, yes=[["0.40", "1.00"]])
+    await server.snapshot(1, 2, B, yes=[["0.30", "1.00"]])
+    await wsk_eventually(lambda: all(client.book(t).status is PriceStatus.LIVE  # type: ignore[union-attr]
+                                     for t in (A, B)))
+    await server.delta(1, 5, A, "0.41", "1.00")  # seqs 3 and 4 lost: which market they were for is unknown
+    request = await server.command("update_subscription")
+    assert request["params"] == {"sid": 1, "action": "get_snapshot", "market_tickers": [A, B]}
+    assert all(client.book(t).status is PriceStatus.RESYNCING for t in (A, B))  # type: ignore[union-attr]
+    await server.snapshot(1, 6, A, yes=[["0.42", "2.00"]])
+    await server.delta(1, 7, B, "0.31", "1.00")  # B's snapshot is still on its way: not applied
+    await server.snapshot(1, 8, B, yes=[["0.32", "3.00"]])
+    await wsk_eventually(lambda: client.book(B).status is PriceStatus.LIVE)  # type: ignore[union-attr]
+    assert client.book(A).bids == {4200: 200} and client.book(B).bids == {3200: 300}  # type: ignore[union-attr]
+    assert client.stats.dropped["awaiting_snapshot"] == 1 and client.stats.gaps == 1
+    # A snapshot that itself arrives after a gap is complete for its own market: it
+    # applies, and only the sid's other markets are resynced.
+    await server.snapshot(1, 10, A, yes=[["0.43", "1.00"]])
+    request = await server.command("update_subscription")
+    assert request["params"]["market_tickers"] == [B]
+    assert client.book(A).status is PriceStatus.LIVE  # type: ignore[union-attr]
+    assert client.book(A).bids == {4300: 100}  # type: ignore[union-attr]
+    assert client.book(B).status is PriceStatus.RESYNCING  # type: ignore[union-attr]
+    assert all(p.yes_bid is None for p in prices if p.status is PriceStatus.RESYNCING)

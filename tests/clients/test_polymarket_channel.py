@@ -224,6 +224,17 @@ def test_bad_timestamp_is_counted_but_the_data_applies(channel: mc.MarketChannel
     assert outcome.rejected == [mc.BAD_TIMESTAMP] and channel.books[YES].best_bid == (5100, 2_000_000)
 
 
+@pytest.mark.parametrize("ts", [-5, "9" * 25, 1.5e12, True])
+def test_a_timestamp_the_bus_cannot_carry_is_counted_and_dropped(channel: mc.MarketChannel, ts: object) -> None:
+    dump(channel)
+    frame = orjson.dumps({"market": CONDITION, "timestamp": ts, "event_type": "price_change", "price_changes": [
+        change(YES, "0.51", "2", "BUY", "0.51", "0.52")]}).decode()
+    outcome = channel.apply_frame(frame)
+    book = channel.books[YES]
+    assert outcome.rejected == [mc.BAD_TIMESTAMP] and book.best_bid == (5100, 2_000_000)
+    assert book.venue_ts_ms == 1757908892351  # the last good stamp stays
+
+
 def test_market_resolved_closes_the_books(channel: mc.MarketChannel) -> None:
     dump(channel)
     frame = orjson.dumps({"event_type": "market_resolved", "market": CONDITION, "assets_ids": [YES, NO],

@@ -15,6 +15,7 @@ from markets.polymarket.client import CURSOR_END, HybridPolymarketClient, Polyma
 from markets.polymarket.orders import OrderRequest, PolymarketOrderError, PolymarketOrdersUnavailable
 from markets.sim.polymarket import PolymarketSimulator
 from markets.sim.universe import build_universe
+from tests.clients.conftest import serve_app
 
 TICKS = 10_000
 
@@ -167,16 +168,27 @@ async def test_an_undecodable_listed_market_is_skipped_not_fatal() -> None:
     app = web.Application()
     app.router.add_get("/markets", markets)
     app.router.add_get("/markets/{condition_id}", one_market)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with PolymarketClient(clob_url=f"http://127.0.0.1:{port}", gamma_url=f"http://127.0.0.1:{port}") as rest:
-            listed = [m async for m in rest.iter_markets()]
-            assert [m.condition_id for m in listed] == [good["condition_id"]] and rest.undecodable == 1
-            with pytest.raises(VenueError, match="token id #0"):  # asked for by id: an error, not a skip
-                await rest.get_clob_market(legacy["condition_id"])
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as root, PolymarketClient(clob_url=root, gamma_url=root) as rest:
+        listed = [m async for m in rest.iter_markets()]
+        assert [m.condition_id for m in listed] == [good["condition_id"]] and rest.undecodable == 1
+        with pytest.raises(VenueError, match="token id #0"):  # asked for by id: an error, not a skip
+            await rest.get_clob_market(legacy["condition_id"])
+
+
+async def test_a_wrong_answer_shape_names_the_path_and_the_problem() -> None:
+    """A 200 whose body cannot be used is a VenueError naming the path, never a KeyError/TypeError."""
+    answers = {"/price": [1], "/midpoint": {}, "/prices-history": {"history": [{"t": 1}]}}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(answers[request.path])
+
+    app = web.Application()
+    for path in answers:
+        app.router.add_get(path, answer)
+    async with serve_app(app) as root, PolymarketClient(clob_url=root, gamma_url=root, max_retries=0) as rest:
+        with pytest.raises(VenueError, match=r"GET /price failed: unexpected response: expected an object, got list"):
+            await rest.get_price("1", "BUY")
+        with pytest.raises(VenueError, match=r"GET /midpoint failed: unexpected response: no 'mid' field"):
+            await rest.get_midpoint("1")
+        with pytest.raises(VenueError, match=r"GET /prices-history failed: unexpected response: bad history point"):
+            await rest.get_prices_history("1")

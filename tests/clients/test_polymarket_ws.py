@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from markets.book import PolymarketOrderBook
@@ -20,6 +21,7 @@ from markets.polymarket.ws_client import PolymarketWebSocketClient
 from markets.sim.faults import FaultPlan
 from markets.sim.polymarket import PolymarketFaultPlan, PolymarketSimulator
 from markets.sim.universe import SimMarket, build_universe
+from tests.clients.conftest import WskScriptedVenue
 
 HUNDREDTHS_TO_UNITS = 10_000
 """The simulator counts hundredths of a share; books count 10**-6 of a share."""
@@ -319,3 +321,42 @@ async def test_a_silently_stalled_feed_is_noticed_and_reconnected(
     assert client.stats.stale_trips >= 1 and client.stats.disconnects["resync_failed"] == 1
     assert PriceStatus.STALE in {p.status for p in seen}
     await converged(client, sim, [market.condition_id])
+
+
+async def test_after_a_reconnect_no_update_applies_before_the_new_book(wsk_venue: WskScriptedVenue) -> None:
+    """The old book missed whatever changed while the socket was down; an update that
+    arrives before this session's `book` (the venue is known to skip initial
+    snapshots) must not revive it, even when it agrees with the old top."""
+    token = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
+
+    def book(bid: str, bid_size: str) -> str:
+        return orjson.dumps([{"event_type": "book", "asset_id": token, "market": "0x01", "timestamp": "1",
+                              "bids": [{"price": bid, "size": bid_size}], "asks": [{"price": "0.52", "size": "10"}]}
+                             ]).decode()
+
+    client = PolymarketWebSocketClient(url=wsk_venue.url, ping_interval=None, backoff_initial=0.01,
+                                       backoff_max=0.1, resync_timeout=5.0)
+    try:
+        seen = collect(client)
+        await client.subscribe([token])
+        first = await wsk_venue.accept()
+        assert (await first.recv_json())["type"] == "market"
+        await first.send(book("0.50", "10"))
+        await until(lambda: client.latest_price(token) is not None)
+        await first.close()
+        second = await wsk_venue.accept()
+        assert (await second.recv_json()) == {"assets_ids": [token], "initial_dump": True, "type": "market"}
+        await until(lambda: client.book(token).status is PriceStatus.STALE)  # type: ignore[union-attr]
+        before = client.stats.messages
+        entry = {"asset_id": token, "price": "0.50", "size": "7", "side": "BUY", "best_bid": "0.50", "best_ask": "0.52"}
+        await second.send({"event_type": "price_change", "market": "0x01", "timestamp": "2", "price_changes": [entry]})
+        await until(lambda: client.stats.messages == before + 1, what="the update to be handled")
+        assert client.book(token).status is PriceStatus.STALE  # type: ignore[union-attr]
+        assert client.book(token).bids == {5000: 10_000_000}  # type: ignore[union-attr]
+        assert client.stats.dropped["awaiting_snapshot"] == 1
+        await second.send(book("0.49", "4"))
+        await until(lambda: client.book(token).status is PriceStatus.LIVE)  # type: ignore[union-attr]
+        assert client.book(token).bids == {4900: 4_000_000}  # type: ignore[union-attr]
+        assert [p.status for p in seen] == [PriceStatus.LIVE, PriceStatus.STALE, PriceStatus.LIVE]
+    finally:
+        await client.close()

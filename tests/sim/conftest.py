@@ -1,5 +1,6 @@
-"""Fixtures for the simulator tests: a demo key pair, request signing, a running
-Kalshi simulator, and a deliberately plain WebSocket client.
+"""Fixtures for the simulator tests: request signing with the demo key pair, and
+deliberately plain WebSocket clients for both venues (the simulators themselves are
+started by the factories in tests/conftest.py).
 
 Signing, frame parsing and book arithmetic are written out here with
 `cryptography`, `json` and `Decimal` directly — not with the project's venue
@@ -15,7 +16,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from markets.sim.kalshi import KalshiSimulator
 from markets.sim.keys import generate_demo_keypair
-from markets.sim.universe import build_universe
+from markets.sim.polymarket import PolymarketSimulator
+from tests.conftest import DemoKeyPair
+from tests.sim.test_polymarket_sim_support import PolyClient
+from tests.sim.units import hundredths, ticks
 
 WS_PATH = "/trade-api/ws/v2"
-TICKS = Decimal(10_000)
 
 
 @dataclass(frozen=True)
@@ -50,34 +52,23 @@ class DemoKey:
                 "KALSHI-ACCESS-SIGNATURE": base64.b64encode(signature).decode()}
 
 
-def _load_key(directory: Path) -> DemoKey:
-    key_id, path, public_pem = generate_demo_keypair(directory)
+def _load_key(keypair: DemoKeyPair) -> DemoKey:
+    key_id, path, public_pem = keypair
     private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     assert isinstance(private_key, rsa.RSAPrivateKey)
     return DemoKey(key_id, path, public_pem, private_key)
 
 
 @pytest.fixture(scope="session")
-def demo_key(tmp_path_factory: pytest.TempPathFactory) -> DemoKey:
-    return _load_key(tmp_path_factory.mktemp("kalshi-key"))
+def demo_key(demo_keypair: DemoKeyPair) -> DemoKey:
+    """The key pair `start_kalshi` registers with every simulator it starts."""
+    return _load_key(demo_keypair)
 
 
 @pytest.fixture(scope="session")
 def other_key(tmp_path_factory: pytest.TempPathFactory) -> DemoKey:
     """A second, valid key pair that is NOT registered with the simulator."""
-    return _load_key(tmp_path_factory.mktemp("kalshi-other-key"))
-
-
-def ticks(price: str) -> int:
-    value = Decimal(price) * TICKS
-    assert value == value.to_integral_value(), f"price {price} finer than $0.0001"
-    return int(value)
-
-
-def hundredths(count: str) -> int:
-    value = Decimal(count) * 100
-    assert value == value.to_integral_value(), f"count {count} finer than 0.01"
-    return int(value)
+    return _load_key(generate_demo_keypair(tmp_path_factory.mktemp("kalshi-other-key")))
 
 
 class KalshiWire:
@@ -166,52 +157,50 @@ class ClientBook:
             side.pop(price, None)
 
 
-StartKalshi = Callable[..., Awaitable[KalshiSimulator]]
-
-
-@pytest.fixture
-async def start_kalshi(demo_key: DemoKey) -> AsyncIterator[StartKalshi]:
-    """Factory: `await start_kalshi(n_markets=4, rate=0, **simulator_options)`.
-
-    The demo key is registered; every simulator started is stopped at teardown.
-    """
-    started: list[KalshiSimulator] = []
-
-    async def start(n_markets: int = 4, seed: int = 7, **options: Any) -> KalshiSimulator:
-        options.setdefault("rate", 0.0)
-        sim = KalshiSimulator(build_universe(n_markets, seed=seed), seed=seed, **options)
-        sim.register_key(demo_key.key_id, demo_key.public_pem)
-        await sim.start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        await sim.stop()
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
 
 
+OpenWs = Callable[..., Awaitable[aiohttp.ClientWebSocketResponse]]
 ConnectKalshi = Callable[..., Awaitable[KalshiWire]]
+ConnectPoly = Callable[..., Awaitable[PolyClient]]
 
 
 @pytest.fixture
-async def kalshi_ws(http: aiohttp.ClientSession, demo_key: DemoKey) -> AsyncIterator[ConnectKalshi]:
-    """Factory: `await kalshi_ws(sim, **ws_connect_options)` -> a signed `KalshiWire`."""
+async def open_ws(http: aiohttp.ClientSession) -> AsyncIterator[OpenWs]:
+    """Factory: `await open_ws(url, **ws_connect_options)`; every socket opened is closed at teardown."""
     opened: list[aiohttp.ClientWebSocketResponse] = []
 
-    async def connect(sim: KalshiSimulator, **options: Any) -> KalshiWire:
-        ws = await http.ws_connect(sim.ws_url, headers=demo_key.headers("GET", WS_PATH), **options)
+    async def connect(url: str, **options: Any) -> aiohttp.ClientWebSocketResponse:
+        ws = await http.ws_connect(url, **options)
         opened.append(ws)
-        return KalshiWire(ws)
+        return ws
 
     yield connect
     for ws in opened:
         await ws.close()
+
+
+@pytest.fixture
+def kalshi_ws(open_ws: OpenWs, demo_key: DemoKey) -> ConnectKalshi:
+    """Factory: `await kalshi_ws(sim, **ws_connect_options)` -> a signed `KalshiWire`."""
+
+    async def connect(sim: KalshiSimulator, **options: Any) -> KalshiWire:
+        return KalshiWire(await open_ws(sim.ws_url, headers=demo_key.headers("GET", WS_PATH), **options))
+
+    return connect
+
+
+@pytest.fixture
+def poly_ws(open_ws: OpenWs) -> ConnectPoly:
+    """Factory: `await poly_ws(sim)` -> a connected `PolyClient`."""
+
+    async def connect(sim: PolymarketSimulator) -> PolyClient:
+        return PolyClient(await open_ws(sim.ws_url))
+
+    return connect
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from markets.sim.faults import FaultPlan
 from markets.sim.kalshi import RateLimit
 
 if TYPE_CHECKING:
-    from tests.sim.conftest import ClientBook, ConnectKalshi, DemoKey, KalshiWire, StartKalshi
+    from tests.conftest import StartKalshi
+    from tests.sim.conftest import ClientBook, ConnectKalshi, DemoKey, KalshiWire
 
 pytestmark = pytest.mark.timeout(30)
 WS_PATH = "/trade-api/ws/v2"
@@ -174,6 +175,18 @@ async def test_duplicate_frame(start_kalshi: StartKalshi, kalshi_ws: ConnectKals
     _, frames = await _fault_frames(start_kalshi, kalshi_ws, FaultPlan(duplicate_every=2))
     assert frames[1] == frames[2]
     assert [json.loads(f)["seq"] for f in frames[:4]] == [1, 2, 2, 3]
+
+
+async def test_terminal_error_ends_the_subscription(start_kalshi: StartKalshi,
+                                                    kalshi_ws: ConnectKalshi) -> None:
+    sim = await start_kalshi(faults=FaultPlan(terminal_error_every=3))
+    client, ticker = await _subscribed_client(sim, kalshi_ws)
+    _step(sim, ticker, 10)
+    frames = [json.loads(f) for f in await _raw_frames(client)]
+    assert [f["type"] for f in frames] == ["orderbook_snapshot", "orderbook_delta", "error"]
+    assert frames[2]["sid"] == frames[0]["sid"] and frames[2]["msg"]["code"] == 17
+    probe = await client.command("list_subscriptions")
+    assert await client.recv() == {"id": probe, "type": "ok", "msg": []}
 
 
 async def test_snapshot_delay_holds_deltas_back(start_kalshi: StartKalshi, kalshi_ws: ConnectKalshi,

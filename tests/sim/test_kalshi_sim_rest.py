@@ -12,7 +12,8 @@ import pytest
 from markets.sim.kalshi import RateLimit
 
 if TYPE_CHECKING:
-    from tests.sim.conftest import ClientBook, DemoKey, StartKalshi
+    from tests.conftest import StartKalshi
+    from tests.sim.conftest import ClientBook, DemoKey
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = "/trade-api/v2"

@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 
 if TYPE_CHECKING:
-    from tests.sim.conftest import ClientBook, ConnectKalshi, DemoKey, StartKalshi
+    from tests.conftest import StartKalshi
+    from tests.sim.conftest import ClientBook, ConnectKalshi, DemoKey
 
 pytestmark = pytest.mark.timeout(30)
 WS_PATH = "/trade-api/ws/v2"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 import aiohttp
 
 from markets.sim.ladder import LevelChange
 from markets.sim.polymarket import PolymarketSimulator
 from markets.sim.universe import SimMarket
-from tests.sim.test_polymarket_sim_support import (ClientBooks, ConnectPoly, PolyClient, StartPoly, parse_levels,
-                                         ticks)
-from tests.sim.test_polymarket_sim_support import poly_ws, start_poly  # noqa: F401  (fixtures)
+from tests.conftest import StartPoly
+from tests.sim.conftest import ConnectPoly
+from tests.sim.test_polymarket_sim_support import ClientBooks, PolyClient, parse_levels
+from tests.sim.units import ticks
 
 HASH = re.compile(r"^[0-9a-f]{40}$")
 
@@ -34,6 +36,27 @@ async def subscribed(sim: PolymarketSimulator, connect: ConnectPoly, assets: lis
     if books is not None:
         books.apply(await client.recv())
     return client
+
+
+async def step_everything(sim: PolymarketSimulator, connect: ConnectPoly, rounds: int
+                          ) -> tuple[ClientBooks, list[Any]]:
+    """Subscribe to every token, step every market `rounds` times; (books after the
+    initial dump, every event sent up to a barrier)."""
+    books = ClientBooks()
+    client = await subscribed(sim, connect, tokens(*sim.universe.markets), books)
+    for _ in range(rounds):
+        for market in sim.universe.markets:
+            sim.step_market(market)
+    return books, await client.barrier()
+
+
+def assert_rebuilt(sim: PolymarketSimulator, books: ClientBooks, events: list[Any]) -> None:
+    """Applying `events` leaves every token's book equal to the truth, with no best bid/ask mismatch."""
+    for event in events:
+        books.apply(event)
+    assert books.mismatches == []
+    for token in tokens(*sim.universe.markets):
+        assert books.books[token] == sim.true_book(token)
 
 
 async def test_initial_dump_is_one_array_of_books_worst_to_best(
@@ -62,12 +85,7 @@ async def test_initial_dump_is_one_array_of_books_worst_to_best(
 async def test_price_changes_mirror_tokens_and_rebuild_the_true_books(
         start_poly: StartPoly, poly_ws: ConnectPoly) -> None:
     sim = await start_poly(n_markets=3, trade_share=0.3, book_after_tick_delay=0.0)
-    books = ClientBooks()
-    client = await subscribed(sim, poly_ws, tokens(*sim.universe.markets), books)
-    for _ in range(60):
-        for market in sim.universe.markets:
-            sim.step_market(market)
-    events = await client.barrier()
+    books, events = await step_everything(sim, poly_ws, rounds=60)
     changes = [e for e in events if e["event_type"] == "price_change"]
     assert len(changes) > 100
     hashes: list[str] = []
@@ -84,11 +102,7 @@ async def test_price_changes_mirror_tokens_and_rebuild_the_true_books(
             assert (ticks(n["best_bid"]), ticks(n["best_ask"])) == (
                 10_000 - ticks(y["best_ask"]), 10_000 - ticks(y["best_bid"]))
         hashes.extend(e["hash"] for e in entries)
-    for event in events:
-        books.apply(event)
-    assert books.mismatches == []
-    for token in tokens(*sim.universe.markets):
-        assert books.books[token] == sim.true_book(token)
+    assert_rebuilt(sim, books, events)
     assert len(set(hashes)) == len(hashes) and all(HASH.match(h) for h in hashes)
     logged = {record.key for record in sim.send_log.records()}
     assert set(hashes) <= logged
@@ -240,12 +254,7 @@ async def test_tick_size_change_is_followed_by_a_fresh_book(
 async def test_trades_send_last_trade_price_then_books(
         start_poly: StartPoly, poly_ws: ConnectPoly) -> None:
     sim = await start_poly(n_markets=2, trade_share=1.0, book_after_tick_delay=0.0)
-    books = ClientBooks()
-    client = await subscribed(sim, poly_ws, tokens(*sim.universe.markets), books)
-    for _ in range(40):
-        for market in sim.universe.markets:
-            sim.step_market(market)
-    events = await client.barrier()
+    books, events = await step_everything(sim, poly_ws, rounds=40)
     kinds = [e["event_type"] for e in events]
     assert "last_trade_price" in kinds
     first = kinds.index("last_trade_price")
@@ -254,11 +263,7 @@ async def test_trades_send_last_trade_price_then_books(
     assert ticks(no_trade["price"]) == 10_000 - ticks(yes_trade["price"])
     assert {yes_trade["side"], no_trade["side"]} == {"BUY", "SELL"}
     assert yes_trade["size"] == no_trade["size"] and float(yes_trade["size"]) > 0
-    for event in events:
-        books.apply(event)
-    assert books.mismatches == []
-    for token in tokens(*sim.universe.markets):
-        assert books.books[token] == sim.true_book(token)
+    assert_rebuilt(sim, books, events)
 
 
 async def test_custom_features_add_best_bid_ask_and_no_new_assets(

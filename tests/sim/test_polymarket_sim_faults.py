@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 
 from markets.sim.polymarket import PolymarketFaultPlan, PolymarketSimulator
-from tests.sim.test_polymarket_sim_support import ClientBooks, ConnectPoly, PolyClient, StartPoly
-from tests.sim.test_polymarket_sim_support import poly_ws, start_poly  # noqa: F401  (fixtures)
+from tests.conftest import StartPoly
+from tests.sim.conftest import ConnectPoly
+from tests.sim.test_polymarket_sim_support import ClientBooks, PolyClient
 
 
 async def faulty(start_poly: StartPoly, connect: ConnectPoly, **faults: int | float

@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 
 from markets.sim.polymarket import PolymarketSimulator
-from tests.sim.test_polymarket_sim_support import StartPoly, parse_levels, ticks
-from tests.sim.test_polymarket_sim_support import start_poly  # noqa: F401  (fixture)
+from tests.conftest import StartPoly
+from tests.sim.test_polymarket_sim_support import parse_levels
+from tests.sim.units import ticks
 
 
 async def get(http: aiohttp.ClientSession, url: str, **params: Any) -> tuple[int, Any]:

@@ -1,4 +1,5 @@
-"""Test-side tools for the Polymarket simulator tests (this module holds no tests).
+"""Test-side tools for the Polymarket simulator tests (no tests here; the fixtures that
+start a simulator and connect to it are `start_poly` and `poly_ws` in the conftests).
 
 The client here is deliberately plain — aiohttp, `json` and `Decimal` — and
 follows the protocol notes (/work/shared/protocols/polymarket.md), not the
@@ -10,33 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
-import pytest
 
-from markets.sim.polymarket import PolymarketSimulator
-from markets.sim.universe import build_universe
+from tests.sim.units import TICKS, hundredths, ticks
 
-TICKS = Decimal(10_000)
 TEXT_REPLIES = ("PONG", "INVALID OPERATION", "NO NEW ASSETS")
 
 Book = tuple[dict[int, int], dict[int, int]]
-
-
-def ticks(price: str) -> int:
-    """A price string (".48", "0.5", "0.031") as integer ticks of $0.0001."""
-    value = Decimal(price) * TICKS
-    assert value == value.to_integral_value(), f"price {price} finer than $0.0001"
-    return int(value)
-
-
-def hundredths(size: str) -> int:
-    value = Decimal(size) * 100
-    assert value == value.to_integral_value(), f"size {size} finer than 0.01"
-    return int(value)
 
 
 def parse_levels(levels: list[dict[str, str]], *, bids: bool) -> dict[int, int]:
@@ -121,17 +104,11 @@ class PolyClient:
 
     async def recv(self, timeout: float = 2.0) -> Any:
         """A venue text reply as a str, anything else parsed from JSON."""
-        text = await self.recv_text(timeout)
-        return text if text in TEXT_REPLIES else json.loads(text)
+        return _parsed(await self.recv_text(timeout))
 
     async def barrier(self, timeout: float = 3.0) -> list[Any]:
         """Everything sent before a PING's PONG (replies share the data queue, in order)."""
-        await self.ws.send_str("PING")
-        received: list[Any] = []
-        async with asyncio.timeout(timeout):
-            while (item := await self.recv(timeout)) != "PONG":
-                received.append(item)
-        return received
+        return [_parsed(text) for text in await self.raw_barrier(timeout)]
 
     async def raw_barrier(self, timeout: float = 3.0) -> list[str]:
         """Like `barrier`, but the raw text of each frame (for corrupted frames)."""
@@ -143,40 +120,7 @@ class PolyClient:
         return received
 
 
-StartPoly = Callable[..., Awaitable[PolymarketSimulator]]
-ConnectPoly = Callable[..., Awaitable[PolyClient]]
+def _parsed(text: str) -> Any:
+    """A venue text reply as a str, anything else parsed from JSON."""
+    return text if text in TEXT_REPLIES else json.loads(text)
 
-
-@pytest.fixture
-async def start_poly() -> AsyncIterator[StartPoly]:
-    """Factory: `await start_poly(n_markets=3, **options)`; rate 0 unless given.
-
-    With rate 0 nothing moves on its own: tests call `sim.step_market(m)`.
-    """
-    started: list[PolymarketSimulator] = []
-
-    async def start(n_markets: int = 3, seed: int = 11, **options: Any) -> PolymarketSimulator:
-        options.setdefault("rate", 0.0)
-        sim = PolymarketSimulator(build_universe(n_markets, seed=seed), seed=seed, **options)
-        await sim.start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        await sim.stop()
-
-
-@pytest.fixture
-async def poly_ws(http: aiohttp.ClientSession) -> AsyncIterator[ConnectPoly]:
-    """Factory: `await poly_ws(sim)` -> a connected `PolyClient`."""
-    opened: list[aiohttp.ClientWebSocketResponse] = []
-
-    async def connect(sim: PolymarketSimulator) -> PolyClient:
-        ws = await http.ws_connect(sim.ws_url)
-        opened.append(ws)
-        return PolyClient(ws)
-
-    yield connect
-    for ws in opened:
-        await ws.close()

@@ -171,12 +171,10 @@ class KalshiRest:
     async def _markets(self, request: web.Request) -> web.Response:
         q = request.query
         limit = _int_param(q, "limit", 100, 1, 1000)
-        status = q.get("status")
-        if status is not None and status not in MARKET_STATUS_FILTERS:
-            raise BadRequest(f"status must be one of {sorted(MARKET_STATUS_FILTERS)}, got {status!r}")
+        listed = _lists_open_markets(q)
         tickers = set(filter(None, q.get("tickers", "").split(","))) or None
         markets = [m for m in self.sim.universe.markets
-                   if (status is None or status == "open")
+                   if listed
                    and q.get("event_ticker", m.event_ticker) == m.event_ticker
                    and q.get("series_ticker", m.series_ticker) == m.series_ticker
                    and (tickers is None or m.kalshi_ticker in tickers)]
@@ -199,15 +197,12 @@ class KalshiRest:
     async def _events(self, request: web.Request) -> web.Response:
         q = request.query
         limit = _int_param(q, "limit", 200, 1, 200)
-        status = q.get("status")
-        if status is not None and status not in MARKET_STATUS_FILTERS:
-            raise BadRequest(f"status must be one of {sorted(MARKET_STATUS_FILTERS)}, got {status!r}")
+        listed = _lists_open_markets(q)
         nested = q.get("with_nested_markets", "false")
         if nested not in ("true", "false"):
             raise BadRequest(f"with_nested_markets must be true or false, got {nested!r}")
         markets = [m for m in self.sim.universe.markets
-                   if (status is None or status == "open")
-                   and q.get("series_ticker", m.series_ticker) == m.series_ticker]
+                   if listed and q.get("series_ticker", m.series_ticker) == m.series_ticker]
         page, cursor = _paginate(markets, limit, q.get("cursor", ""))
         events = []
         for m in page:
@@ -356,6 +351,15 @@ def _int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise BadRequest(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _lists_open_markets(query: Any) -> bool:
+    """Whether a listing's `status` filter admits open markets -- every simulated market is
+    open, so that decides between all of them and none; an unknown status is a 400."""
+    status = query.get("status")
+    if status is not None and status not in MARKET_STATUS_FILTERS:
+        raise BadRequest(f"status must be one of {sorted(MARKET_STATUS_FILTERS)}, got {status!r}")
+    return status is None or status == "open"
 
 
 def _paginate(items: list[SimMarket], limit: int, cursor: str) -> tuple[list[SimMarket], str]:

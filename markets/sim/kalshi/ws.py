@@ -357,6 +357,9 @@ class KalshiConnection:
             return
         if faults.stalled:
             return
+        if faults.terminal_error:
+            self.terminate(sub, E_INTERNAL)
+            return
         if sequenced:
             sub.seq += 2 if faults.skip_seq else 1
             seq: int | None = sub.seq

@@ -10,14 +10,13 @@ unless `--allow-remote` says otherwise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
-import signal
 from pathlib import Path
 from typing import IO
 
 import click
 
+from broker.stream_command import install_stop_signals
 from markets.sim.polymarket import PolymarketFaultPlan
 from markets.sim.sendlog import SendLog
 from markets.sim.venues import SimulatedVenues
@@ -61,10 +60,7 @@ def describe(venues: SimulatedVenues, rate: float, seed: int) -> str:
 async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int) -> None:
     """Run until SIGINT/SIGTERM, then stop both simulators cleanly."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    install_stop_signals(stop)
     async with venues:
         print(describe(venues, rate, seed), file=banner, flush=True)
         await stop.wait()

@@ -253,13 +253,19 @@ async def _kalshi_source(endpoint: KalshiEndpoint, options: StreamOptions,
 
 
 async def _discover_polymarket_markets(client: HybridPolymarketClient, limit: int) -> tuple[str, ...]:
-    """Condition ids of active, order-book-enabled markets from Gamma, at most `limit` of them."""
-    found: list[str] = []
-    async for market in client.gamma.iter_markets(active=True, closed=False):
-        if market.tokens and market.enable_order_book is not False:
-            found.append(market.condition_id)
-        if len(found) >= limit:
-            break
+    """Condition ids of active, order-book-enabled markets from Gamma, at most `limit` of them.
+
+    Offset pagination over a listing that changes meanwhile can list a market
+    twice, hence the de-duplication (insertion-ordered).
+    """
+    found: dict[str, None] = {}
+    markets = client.gamma.iter_markets(active=True, closed=False)
+    async with contextlib.aclosing(markets):
+        async for market in markets:
+            if market.tokens and market.enable_order_book is not False:
+                found[market.condition_id] = None
+            if len(found) >= limit:
+                break
     return tuple(found)
 
 
@@ -307,11 +313,26 @@ async def _pump(source: PriceSource, table: PriceTable, display: Display) -> Non
     raise click.ClickException(f"{source.venue} price stream ended unexpectedly")
 
 
-def _install_stop_signals(stop: asyncio.Event) -> None:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """The first SIGINT/SIGTERM sets `stop` for a clean shutdown; a second one is not ignored.
+
+    The first signal also removes the handlers, restoring the default actions
+    (KeyboardInterrupt for SIGINT, termination for SIGTERM), so that if the
+    clean shutdown ever hangs, pressing Ctrl-C again still ends the process.
+    """
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+
+    def on_signal() -> None:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError):  # non-POSIX / non-main thread
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
 
 
 async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
@@ -331,7 +352,7 @@ async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
 async def run_stream(options: StreamOptions, out: IO[str]) -> PriceTable:
     """Stream until the duration passes, a signal arrives, or a source fails."""
     stop = asyncio.Event()
-    _install_stop_signals(stop)
+    install_stop_signals(stop)
     table = PriceTable()
     async with contextlib.AsyncExitStack() as stack:
         sources = await _unless_stopped(_open_sources(options, stack), stop)
@@ -455,7 +476,7 @@ def stream(kalshi_ws_url: str | None, kalshi_rest_url: str | None, key_id: str |
     except (VenueError, KalshiAuthError, WebSocketAuthError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        # Ctrl-C before the signal handlers were installed (or after they were removed).
+        # Ctrl-C before the signal handlers were installed, or a second Ctrl-C while shutting down.
         return
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python's

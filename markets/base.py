@@ -16,6 +16,7 @@ subtly wrong, so they live here once:
   otherwise uses the same backoff.  A loop with a fixed attempt budget, never
   recursion.  Non-idempotent requests (POST) are not retried after an ambiguous
   failure (timeout, 5xx), because the venue may have acted on them already.
+  Signed requests do not follow redirects, so auth headers never reach another host.
 * **Errors that say what happened**: ``VenueError`` names venue, method, path,
   status and the venue's own code/message, parsed from either the flat
   ``{"code","message"}`` or the nested ``{"error": {...}}`` shape.
@@ -35,7 +36,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -193,6 +194,21 @@ def error_detail(body: JSONValue) -> tuple[str | None, str | None]:
     return (str(code) if code not in (None, "") else None), (str(message) if message else None)
 
 
+def path_segment(value: object, name: str) -> str:
+    """A caller's id as one percent-quoted URL path segment, so that it can never alter the path.
+
+    Quoting covers "/", "?" and "#"; "." and ".." must be refused outright,
+    because URL normalization would resolve them: ``/orders/..`` is sent as
+    another endpoint than the one named (and signed).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    text = value.strip()
+    if text in (".", ".."):
+        raise ValueError(f"{name} cannot be {text!r}")
+    return quote(text, safe="")
+
+
 def _query_pairs(params: Mapping[str, ParamValue] | None) -> list[tuple[str, str]]:
     """Flatten params for the query string: drop None, lowercase booleans, repeat list keys."""
     pairs: list[tuple[str, str]] = []
@@ -331,12 +347,15 @@ class BaseMarketClient(abc.ABC):
                 headers.update(self._auth_headers(method, url_path))
             self.request_count += 1
             try:
-                async with self.session.request(method, url, params=query, data=body,
-                                                headers=headers, timeout=self.timeout) as resp:
+                # A signed request is never followed to another URL: the redirect would carry
+                # the venue's auth headers (and a POST body) to whatever host it names.
+                async with self.session.request(method, url, params=query, data=body, headers=headers,
+                                                timeout=self.timeout, allow_redirects=not signed) as resp:
                     status = resp.status
                     raw = await resp.read()
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     reason = resp.reason
+                    location = resp.headers.get("Location")
             except (TimeoutError, aiohttp.ClientError) as exc:
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
                 failure = VenueError(self.venue, method, url_path, None,
@@ -345,8 +364,12 @@ class BaseMarketClient(abc.ABC):
                     raise failure from exc
                 delay = self._backoff(attempt)
             else:
-                if status < 400:
+                if status < 300:
                     return self._decode_success(method, url_path, status, raw)
+                if status < 400:
+                    unfollowed = "; signed requests are not followed to another URL" if signed else ""
+                    raise VenueError(self.venue, method, url_path, status,
+                                     reason=f"redirected to {location!r}{unfollowed}")
                 decoded = _decode_error_body(raw)
                 code, detail = error_detail(decoded)
                 error_type = RateLimited if status == 429 else VenueError
@@ -376,6 +399,18 @@ class BaseMarketClient(abc.ABC):
         if not isinstance(body, Mapping) or key not in body:
             raise self._unexpected(method, path, body, f"no {key!r} field")
         return body[key]
+
+    def _object(self, body: JSONValue, method: str, path: str) -> dict[str, Any]:
+        """`body` if it is a JSON object: a wrong shape fails here, naming the path, not deep in a caller."""
+        if not isinstance(body, dict):
+            raise self._unexpected(method, path, body, f"expected an object, got {type(body).__name__}")
+        return body
+
+    def _list(self, body: JSONValue, method: str, path: str) -> list[Any]:
+        """`body` if it is a JSON array (see `_object`)."""
+        if not isinstance(body, list):
+            raise self._unexpected(method, path, body, f"expected a list, got {type(body).__name__}")
+        return body
 
     def _decode_success(self, method: str, url_path: str, status: int, raw: bytes) -> JSONValue:
         if not raw.strip():

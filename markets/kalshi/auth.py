@@ -70,29 +70,39 @@ def _load_rsa_key(pem: bytes, *, source: str, password: bytes | None) -> rsa.RSA
     return key
 
 
+# O_NONBLOCK: a FIFO (or a device) at the key path must not hang start-up waiting for a writer;
+# it is opened at once and then refused as "not a regular file". No effect on regular files.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
 def _read_private_key_file(path: Path) -> bytes:
     """Read the key file, refusing it when other users can read it.
 
     The mode is checked on the opened descriptor (fstat) so the file that is
-    checked is the file that is read.
+    checked is the file that is read; through a symlink that is the target.
     """
     try:
-        with open(path, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise KalshiAuthError(f"Kalshi private key path {path} is not a regular file")
-            if os.name == "posix" and mode & _SHARED_READ_BITS:
-                raise KalshiAuthError(
-                    f"Kalshi private key file {path} has mode {stat.S_IMODE(mode):04o} and is "
-                    f"readable by group or other users; restrict it with: chmod 600 {path}"
-                )
-            return fh.read()
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         raise KalshiAuthError(f"Kalshi private key file not found: {path}") from None
-    except IsADirectoryError:
-        raise KalshiAuthError(f"Kalshi private key path {path} is a directory, not a key file") from None
     except PermissionError:
         raise KalshiAuthError(f"Kalshi private key file {path} is not readable (permission denied)") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory, not a key file" if stat.S_ISDIR(mode) else "not a regular file"
+            raise KalshiAuthError(f"Kalshi private key path {path} is {kind}")
+        if os.name == "posix" and mode & _SHARED_READ_BITS:
+            raise KalshiAuthError(
+                f"Kalshi private key file {path} has mode {stat.S_IMODE(mode):04o} and is "
+                f"readable by group or other users; restrict it with: chmod 600 {path}"
+            )
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def signing_path(path_or_url: str) -> str:

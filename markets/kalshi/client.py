@@ -32,9 +32,8 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
-from markets.base import BaseMarketClient, ParamValue, TokenBucket
+from markets.base import BaseMarketClient, ParamValue, TokenBucket, path_segment
 from markets.book import BookError, KalshiOrderBook
 from markets.hybrid import WebSocketPrices
 from markets.kalshi.auth import KalshiAuthError, KalshiCredentials
@@ -178,11 +177,6 @@ def _order_body(ticker: object, side: object, price: object, count: object, time
     return body
 
 
-def _segment(value: str, name: str) -> str:
-    """Quote one path segment so a ticker or id can never alter the path."""
-    return quote(_require_text(value, name), safe="")
-
-
 class KalshiClient(BaseMarketClient):
     """Kalshi Trade API v2 over REST.
 
@@ -228,8 +222,11 @@ class KalshiClient(BaseMarketClient):
         items = self._field(body, key, "GET", path)
         if not isinstance(items, list):
             raise self._unexpected("GET", path, body, f"{key!r} is not a list")
-        cursor = body.get("cursor") or None
-        return Page(items, cursor if isinstance(cursor, str) else None)
+        cursor = body.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            # Treating it as "no more pages" would end a listing early without a word.
+            raise self._unexpected("GET", path, body, f"'cursor' is not a string: {cursor!r}")
+        return Page(items, cursor or None)
 
     async def _iterate(self, path: str, key: str, params: Mapping[str, ParamValue],
                        max_pages: int | None) -> AsyncGenerator[dict[str, Any], None]:
@@ -285,8 +282,8 @@ class KalshiClient(BaseMarketClient):
         return self._iterate("/markets", "markets", params, max_pages)
 
     async def get_market(self, ticker: str) -> dict[str, Any]:
-        path = f"/markets/{_segment(ticker, 'ticker')}"
-        return self._field(await self._request("GET", path), "market", "GET", path)
+        path = f"/markets/{path_segment(ticker, 'ticker')}"
+        return self._object(self._field(await self._request("GET", path), "market", "GET", path), "GET", path)
 
     async def get_orderbook(self, ticker: str, *, depth: int = 0) -> KalshiOrderBook:
         """The market's book (all levels when depth is 0) as a YES-scale `KalshiOrderBook`.
@@ -294,7 +291,7 @@ class KalshiClient(BaseMarketClient):
         The REST book always prices NO bids on the NO scale, hence
         ``use_yes_price=False`` whatever a WebSocket subscription uses.
         """
-        path = f"/markets/{_segment(ticker, 'ticker')}/orderbook"
+        path = f"/markets/{path_segment(ticker, 'ticker')}/orderbook"
         params = {"depth": _optional_int(depth, "depth", 0, 100)}
         book_fp = self._field(await self._request("GET", path, params=params), "orderbook_fp", "GET", path)
         if not isinstance(book_fp, Mapping):
@@ -333,19 +330,20 @@ class KalshiClient(BaseMarketClient):
 
     async def get_event(self, event_ticker: str, *, with_nested_markets: bool = False) -> dict[str, Any]:
         """The event object; with nested markets they sit under ``event["markets"]``."""
-        path = f"/events/{_segment(event_ticker, 'event_ticker')}"
+        path = f"/events/{path_segment(event_ticker, 'event_ticker')}"
         body = await self._request("GET", path, params={"with_nested_markets": with_nested_markets})
-        event = self._field(body, "event", "GET", path)
-        if isinstance(event, dict) and "markets" in body and "markets" not in event:
+        event = self._object(self._field(body, "event", "GET", path), "GET", path)
+        if "markets" in body and "markets" not in event:
             event = {**event, "markets": body["markets"]}
         return event
 
     async def get_series_list(self, **filters: ParamValue) -> list[dict[str, Any]]:
-        return self._field(await self._request("GET", "/series", params=filters), "series", "GET", "/series")
+        series = self._field(await self._request("GET", "/series", params=filters), "series", "GET", "/series")
+        return self._list(series, "GET", "/series")
 
     async def get_series(self, series_ticker: str) -> dict[str, Any]:
-        path = f"/series/{_segment(series_ticker, 'series_ticker')}"
-        return self._field(await self._request("GET", path), "series", "GET", path)
+        path = f"/series/{path_segment(series_ticker, 'series_ticker')}"
+        return self._object(self._field(await self._request("GET", path), "series", "GET", path), "GET", path)
 
     # -- portfolio (signed) --------------------------------------------------------
 
@@ -394,7 +392,7 @@ class KalshiClient(BaseMarketClient):
 
     async def cancel_order(self, order_id: str, *, market_ticker: str | None = None) -> dict[str, Any]:
         """Cancel on ``DELETE /portfolio/events/orders/{order_id}`` (the ticker helps shard routing)."""
-        path = f"/portfolio/events/orders/{_segment(order_id, 'order_id')}"
+        path = f"/portfolio/events/orders/{path_segment(order_id, 'order_id')}"
         params = {"market_ticker": None if market_ticker is None else _require_text(market_ticker, "market_ticker")}
         return await self._request("DELETE", path, params=params, signed=True)
 

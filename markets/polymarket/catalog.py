@@ -80,12 +80,17 @@ class PolymarketMarketInfo:
 
 @dataclass(frozen=True, slots=True)
 class GammaEvent:
-    """A Gamma event (e.g. one game) and the markets listed under it."""
+    """A Gamma event (e.g. one game) and the markets listed under it.
+
+    `undecodable` holds, for each embedded market that could not be decoded, why:
+    one legacy market must not hide its event's other markets.
+    """
 
     event_id: str
     title: str | None
     slug: str | None
     markets: tuple[PolymarketMarketInfo, ...]
+    undecodable: tuple[str, ...] = ()
 
 
 def _json_list(raw: Any, field: str, ref: str) -> list[Any]:
@@ -222,12 +227,16 @@ def decode_gamma_event(raw: Mapping[str, Any]) -> GammaEvent:
     markets = raw.get("markets") or []
     if not isinstance(markets, list):
         raise CatalogDecodeError(f"event {raw.get('id')!r}: markets must be a list")
-    return GammaEvent(
-        event_id=_text(raw.get("id"), "event id", str(raw.get("slug"))),
-        title=_optional_str(raw.get("title")),
-        slug=_optional_str(raw.get("slug")),
-        markets=tuple(decode_gamma_market(market) for market in markets),
-    )
+    event_id = _text(raw.get("id"), "event id", str(raw.get("slug")))
+    decoded: list[PolymarketMarketInfo] = []
+    undecodable: list[str] = []
+    for market in markets:
+        try:
+            decoded.append(decode_gamma_market(market))
+        except CatalogDecodeError as exc:
+            undecodable.append(f"event {event_id}: {exc}")
+    return GammaEvent(event_id=event_id, title=_optional_str(raw.get("title")), slug=_optional_str(raw.get("slug")),
+                      markets=tuple(decoded), undecodable=tuple(undecodable))
 
 
 def decode_clob_market(raw: Mapping[str, Any]) -> PolymarketMarketInfo:

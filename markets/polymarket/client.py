@@ -25,9 +25,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
-from markets.base import BaseMarketClient, JSONValue, ParamValue, VenueError
+from markets.base import BaseMarketClient, JSONValue, ParamValue, VenueError, path_segment
 from markets.book import BookError, PolymarketOrderBook
 from markets.hybrid import WebSocketPrices
 from markets.models import TICKS_PER_DOLLAR, MarketPrice, Platform, PriceStatus, parse_price_ticks, ticks_to_dollars
@@ -87,31 +86,16 @@ def _require_id(value: str, name: str) -> str:
     return value
 
 
-def _segment(value: str, name: str) -> str:
-    """Quote one path segment so an id can never alter the path."""
-    return quote(_require_id(value, name), safe="")
-
-
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
 class _PolymarketRest(BaseMarketClient):
-    """Response-shape checks shared by both hosts: a wrong shape is a VenueError naming the path."""
+    """Market-record decoding shared by both hosts: a wrong shape is a VenueError naming the path."""
 
     undecodable: int = 0
     """Listed markets skipped because their outcome/token fields could not be decoded."""
-
-    def _object(self, body: JSONValue, method: str, path: str) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise self._unexpected(method, path, body, f"expected an object, got {type(body).__name__}")
-        return body
-
-    def _list(self, body: JSONValue, method: str, path: str) -> list[Any]:
-        if not isinstance(body, list):
-            raise self._unexpected(method, path, body, f"expected a list, got {type(body).__name__}")
-        return body
 
     def _decoded(self, decoder: Any, raw: Any, method: str, path: str) -> Any:
         try:
@@ -130,9 +114,12 @@ class _PolymarketRest(BaseMarketClient):
             try:
                 decoded.append(decoder(raw))
             except CatalogDecodeError as exc:
-                self.undecodable += 1
-                log.warning("%s GET %s: skipping a listed market: %s", self.venue, path, exc)
+                self._skipped(path, str(exc))
         return decoded
+
+    def _skipped(self, path: str, problem: str) -> None:
+        self.undecodable += 1
+        log.warning("%s GET %s: skipping a listed market: %s", self.venue, path, problem)
 
 
 class GammaClient(_PolymarketRest):
@@ -155,8 +142,17 @@ class GammaClient(_PolymarketRest):
             "condition_ids": list(condition_ids) if condition_ids else None,
             "clob_token_ids": list(clob_token_ids) if clob_token_ids else None,
             "slug": list(slug) if slug else None, "tag_id": tag_id, **extra}
+        markets, _ = await self._markets_page(params)
+        return markets
+
+    async def _markets_page(self, params: Mapping[str, ParamValue]) -> tuple[list[PolymarketMarketInfo], int]:
+        """The decoded markets of one page and how many the venue listed.
+
+        The two differ when entries are skipped as undecodable, and only the
+        listed count tells a full page from the last one.
+        """
         body = self._list(await self._request("GET", "/markets", params=params), "GET", "/markets")
-        return self._listing(decode_gamma_market, body, "/markets")
+        return self._listing(decode_gamma_market, body, "/markets"), len(body)
 
     async def get_events(
         self, *, limit: int = GAMMA_BATCH, offset: int = 0, active: bool | None = None,
@@ -168,19 +164,34 @@ class GammaClient(_PolymarketRest):
             "limit": limit, "offset": offset, "active": active, "closed": closed, "tag_id": tag_id,
             "slug": list(slug) if slug else None, **extra}
         body = self._list(await self._request("GET", "/events", params=params), "GET", "/events")
-        return self._listing(decode_gamma_event, body, "/events")
+        events = self._listing(decode_gamma_event, body, "/events")
+        for event in events:
+            for problem in event.undecodable:
+                self._skipped("/events", problem)
+        return events
 
     async def iter_markets(self, *, page_size: int = GAMMA_BATCH, **filters: ParamValue
                            ) -> AsyncIterator[PolymarketMarketInfo]:
-        """Every market matching `filters`, page by page until a short page."""
+        """Every market matching `filters` (query parameters), page by page until a short page.
+
+        `page_size` may not exceed Gamma's silent cap of 100: a larger one would
+        make the first (capped) page look like the last.
+        """
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= GAMMA_BATCH:
+            raise ValueError(f"page_size must be an integer in [1, {GAMMA_BATCH}], got {page_size!r}")
         offset = 0
+        previous: list[str] = []
         while True:
-            page = await self.get_markets(limit=page_size, offset=offset, **filters)  # type: ignore[arg-type]
-            for market in page:
+            markets, listed = await self._markets_page({**filters, "limit": page_size, "offset": offset})
+            ids = [market.condition_id for market in markets]
+            if ids and ids == previous:  # an endpoint that ignores `offset` would be walked forever
+                raise self._unexpected("GET", "/markets", None, f"offset {offset} returned the previous page again")
+            for market in markets:
                 yield market
-            if len(page) < page_size:
+            if listed < page_size:
                 return
-            offset += len(page)
+            offset += listed
+            previous = ids
 
     async def get_market_price(self, market_id: str) -> MarketPrice:
         """Gamma's cached quote (`bestBid`/`bestAsk`/`lastTradePrice` of outcome 0).
@@ -271,7 +282,10 @@ class PolymarketClient(_PolymarketRest):
         """The token's book loaded into a `PolymarketOrderBook` (published as `market_id` if given)."""
         raw = await self.get_book(token_id)
         book = PolymarketOrderBook(token_id, market_id)
-        load_book_summary(book, raw)
+        try:
+            load_book_summary(book, raw)
+        except (BookError, TypeError) as exc:
+            raise self._unexpected("GET", "/book", raw, f"unusable order book: {exc}") from None
         return book
 
     # -- prices and history ------------------------------------------------------------
@@ -336,7 +350,7 @@ class PolymarketClient(_PolymarketRest):
             seen.add(cursor)
 
     async def get_clob_market(self, condition_id: str) -> PolymarketMarketInfo:
-        path = f"/markets/{_segment(condition_id, 'condition_id')}"
+        path = f"/markets/{path_segment(condition_id, 'condition_id')}"
         body = self._object(await self._request("GET", path), "GET", path)
         return self._decoded(decode_clob_market, body, "GET", path)
 

@@ -21,6 +21,7 @@ POLYGON_CHAIN_ID = 137
 ORDERS_EXTRA = "polymarket-orders"
 ORDER_TYPES = frozenset({"GTC", "GTD", "FOK", "FAK"})
 ORDER_SIDES = frozenset({"BUY", "SELL"})
+SIGNATURE_TYPES = ("0", "1", "2", "3")
 
 
 class PolymarketOrdersUnavailable(RuntimeError):
@@ -54,10 +55,19 @@ class PolymarketOrderCredentials:
         missing = [name for name in names if not os.environ.get(name)]
         if missing:
             raise PolymarketOrdersUnavailable(f"missing environment variables: {', '.join(missing)}")
-        signature_type = os.environ.get("POLYMARKET_SIGNATURE_TYPE")
         return cls(*(os.environ[name] for name in names),
                    funder=os.environ.get("POLYMARKET_FUNDER") or None,
-                   signature_type=int(signature_type) if signature_type else None)
+                   signature_type=_signature_type(os.environ.get("POLYMARKET_SIGNATURE_TYPE")))
+
+
+def _signature_type(value: str | None) -> int | None:
+    """POLYMARKET_SIGNATURE_TYPE: 0 EOA, 1 POLY_PROXY, 2 POLY_GNOSIS_SAFE, 3 POLY_1271 (§8)."""
+    if not value:
+        return None
+    if value.strip() not in SIGNATURE_TYPES:
+        raise PolymarketOrdersUnavailable(
+            f"POLYMARKET_SIGNATURE_TYPE must be one of {', '.join(SIGNATURE_TYPES)}, got {value!r}")
+    return int(value)
 
 
 def load_sdk() -> Any:

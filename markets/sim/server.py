@@ -140,6 +140,8 @@ class SimServer(abc.ABC):
         self.ladders: dict[str, SimLadder] = {
             self.market_key(m): self.make_ladder(m, self.rng) for m in universe.markets
         }
+        self.fairs = universe.walk()
+        self._next_market = 0
         self._live: dict[web.WebSocketResponse, FaultState] = {}
         self._runner: web.AppRunner | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -172,7 +174,6 @@ class SimServer(abc.ABC):
         self._port = self._runner.addresses[0][1]
         if self.rate > 0:
             self._driver = asyncio.create_task(self._drive(), name=f"{self.venue}-driver")
-            self.universe.claim_fair_walk(self)
 
     async def stop(self) -> None:
         if self._driver is not None:
@@ -180,7 +181,6 @@ class SimServer(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._driver
             self._driver = None
-            self.universe.release_fair_walk(self)
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
                    for ws in list(self._live)]
         if closing:
@@ -252,25 +252,40 @@ class SimServer(abc.ABC):
     def step_market(self, market: SimMarket) -> list[LevelChange]:
         """Move one market once and publish the result (the driver's unit of work)."""
         ladder = self.ladders[self.market_key(market)]
-        changes = ladder.step(self.universe.fair(market.game.game_id))
+        changes = ladder.step(self.fairs.fair(market.game.game_id))
         if changes:
             self.publish(market, changes)
         return changes
 
-    async def _drive(self) -> None:
-        """Run `rate` updates per second per market, round-robin over markets.
+    def step_next(self) -> None:
+        """The driver's next update: markets round-robin, fair values stepped once per round.
 
-        Fair values move once per round so that every market sees the same
-        walk speed whatever the number of markets, and only in the simulator that
-        claimed the walk, so that venues sharing a universe do not speed it up.
+        Stepping the walk once per round keeps its speed independent of the
+        number of markets, and tying it to this simulator's own round count (not
+        to a clock or to another venue's driver) makes a seed reproduce the market.
         """
-        loop = asyncio.get_running_loop()
         markets = self.universe.markets
-        per_second = self.rate * len(markets)
+        if self._next_market == 0:
+            self.fairs.step()
+        market = markets[self._next_market]
+        self._next_market = (self._next_market + 1) % len(markets)
+        try:
+            self.step_market(market)
+        except Exception:  # one bad update must not stop the market
+            log.exception("%s simulator: update of %s failed", self.venue, self.market_key(market))
+
+    def step_round(self) -> None:
+        """One full round by hand (tests, benchmarks): every market once."""
+        for _ in self.universe.markets:
+            self.step_next()
+
+    async def _drive(self) -> None:
+        """Run `rate` updates per second per market (see `step_next`)."""
+        loop = asyncio.get_running_loop()
+        per_second = self.rate * len(self.universe.markets)
         sleep = min(max(1.0 / per_second, MIN_DRIVER_SLEEP), MAX_DRIVER_SLEEP)
         start = loop.time()
         done = 0
-        index = 0
         while True:
             await asyncio.sleep(sleep)
             due = int((loop.time() - start) * per_second) - done
@@ -278,13 +293,6 @@ class SimServer(abc.ABC):
                 done += due - MAX_DRIVER_BATCH
                 due = MAX_DRIVER_BATCH
             for _ in range(due):
-                if index == 0 and self.universe.fair_walker is self:
-                    self.universe.step_fair(self.rng)
-                try:
-                    self.step_market(markets[index])
-                except Exception:  # one bad update must not stop the market
-                    log.exception("%s simulator: update of %s failed", self.venue,
-                                  self.market_key(markets[index]))
-                index = (index + 1) % len(markets)
+                self.step_next()
             done += due
             self.send_log.flush()

@@ -93,16 +93,50 @@ class SimMarket:
     title: str
 
 
-class Universe:
-    """The markets plus their hidden win probabilities.
+class FairWalk:
+    """One simulator's copy of the hidden probabilities and their random walk.
 
-    Fair values live here rather than in a simulator so that two simulators
-    built on one universe quote the same underlying probability.
+    Every copy a universe hands out starts from the same probabilities and the
+    same seed, so after n rounds all copies agree exactly, whatever the wall
+    clock did: two venues on one universe see the same fair value at the same
+    round, and a seed reproduces both venues' markets, not only the one whose
+    driver happened to move a shared walk first.
     """
 
-    def __init__(self, markets: list[SimMarket], fairs: dict[str, float]) -> None:
+    def __init__(self, logits: dict[str, float], seed: int) -> None:
+        self._logit = dict(logits)
+        self._rng = random.Random(seed)
+        self.rounds = 0
+
+    def fair(self, game_id: str) -> float:
+        """Probability that the YES outcome of the game's market wins, at this round."""
+        return _clamp(_sigmoid(self._logit[game_id]))
+
+    def step(self) -> None:
+        """Move every game's probability one small random-walk step.
+
+        The walk is in log-odds so that it slows down near the bounds instead
+        of piling up against them.
+        """
+        low, high = _logit(FAIR_MIN), _logit(FAIR_MAX)
+        gauss = self._rng.gauss
+        for game_id, x in self._logit.items():
+            x += gauss(0.0, FAIR_STEP_SIGMA)
+            self._logit[game_id] = min(max(x, low * 0.999), high * 0.999)
+        self.rounds += 1
+
+
+class Universe:
+    """The markets plus their hidden win probabilities at round 0.
+
+    Fair values live here rather than in a simulator so that two simulators
+    built on one universe quote the same underlying probability; each takes
+    its own `walk()` and steps it once per round.
+    """
+
+    def __init__(self, markets: list[SimMarket], fairs: dict[str, float], walk_seed: int = 0) -> None:
         self.markets = markets
-        self.fair_walker: object | None = None
+        self.walk_seed = walk_seed
         self._logit = {game_id: _logit(p) for game_id, p in fairs.items()}
         self.by_kalshi_ticker = {m.kalshi_ticker: m for m in markets}
         self.by_condition = {m.condition_id: m for m in markets}
@@ -112,32 +146,12 @@ class Universe:
             self.by_token[m.no_token_id] = m
 
     def fair(self, game_id: str) -> float:
-        """Probability that the YES outcome of the game's market wins."""
+        """Probability that the YES outcome of the game's market wins, before any step."""
         return _clamp(_sigmoid(self._logit[game_id]))
 
-    def claim_fair_walk(self, walker: object) -> None:
-        """Let `walker` step the fair values unless another simulator already does.
-
-        Every simulator on a universe drives its own ladders, but the hidden
-        probabilities must move at one speed however many venues quote them.
-        """
-        if self.fair_walker is None:
-            self.fair_walker = walker
-
-    def release_fair_walk(self, walker: object) -> None:
-        if self.fair_walker is walker:
-            self.fair_walker = None
-
-    def step_fair(self, rng: random.Random) -> None:
-        """Move every game's probability one small random-walk step.
-
-        The walk is in log-odds so that it slows down near the bounds instead
-        of piling up against them.
-        """
-        low, high = _logit(FAIR_MIN), _logit(FAIR_MAX)
-        for game_id, x in self._logit.items():
-            x += rng.gauss(0.0, FAIR_STEP_SIGMA)
-            self._logit[game_id] = min(max(x, low * 0.999), high * 0.999)
+    def walk(self) -> FairWalk:
+        """A fresh copy of the fair-value walk at round 0 (identical for every caller)."""
+        return FairWalk(self._logit, self.walk_seed)
 
 
 def build_universe(n_markets: int = 20, seed: int = 0) -> Universe:
@@ -187,7 +201,7 @@ def build_universe(n_markets: int = 20, seed: int = 0) -> Universe:
         else:
             fair = rng.uniform(0.15, 0.85)
         fairs[game.game_id] = fair
-    return Universe(markets, fairs)
+    return Universe(markets, fairs, walk_seed=seed)
 
 
 def _logit(p: float) -> float:

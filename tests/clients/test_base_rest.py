@@ -235,6 +235,28 @@ async def test_signed_request_without_credentials_is_refused_locally() -> None:
     assert seen.paths == []
 
 
+class SignedDemoClient(DemoClient):
+    def _auth_headers(self, method: str, url_path: str) -> dict[str, str]:
+        return {"X-Demo-Signature": "secret-signature"}
+
+
+async def test_signed_request_does_not_follow_a_redirect() -> None:
+    """A redirect would carry the auth headers (and a POST body) to whatever URL it names."""
+    leaked: list[str | None] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        leaked.append(request.headers.get("X-Demo-Signature"))
+        return web.json_response({"ok": True})
+
+    routes = {"/api/x": sequence(reply(307, headers={"Location": "/api/elsewhere"})), "/api/elsewhere": elsewhere}
+    async with serve(routes) as (url, _), SignedDemoClient(url, rate=1000.0, max_retries=0) as c:
+        with pytest.raises(VenueError, match=r"demo POST /api/x failed: HTTP 307 \(redirected to '/api/elsewhere'"):
+            await c._request("POST", "/x", json={"order": 1}, signed=True)
+        assert leaked == []
+        assert await c._request("GET", "/x") == {"ok": True}, "unsigned requests still follow redirects"
+        assert leaked == [None]
+
+
 def test_bad_configuration_is_refused() -> None:
     with pytest.raises(ValueError, match="http"):
         DemoClient("ftp://example.com")

@@ -6,6 +6,8 @@ import base64
 import logging
 import os
 import pickle
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -85,6 +87,36 @@ def test_key_readable_by_others_is_refused(tmp_path: Path, rsa_key: rsa.RSAPriva
         KalshiCredentials.from_files(KEY_ID, path)
     message = str(info.value)
     assert str(path) in message and f"{mode:04o}" in message and "chmod 600" in message
+
+
+def test_symlink_is_judged_by_the_file_it_points_to(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    """A private link (links have no mode of their own) to a shared key is still a shared key."""
+    shared = write_key(tmp_path / "shared.pem", pem_of(rsa_key), 0o644)
+    (tmp_path / "via-link.pem").symlink_to(shared)
+    with pytest.raises(KalshiAuthError, match="0644"):
+        KalshiCredentials.from_files(KEY_ID, tmp_path / "via-link.pem")
+    private = write_key(tmp_path / "private.pem", pem_of(rsa_key))
+    (tmp_path / "link-ok.pem").symlink_to(private)
+    assert KalshiCredentials.from_files(KEY_ID, tmp_path / "link-ok.pem").key_id == KEY_ID
+
+
+def test_fifo_at_the_key_path_is_refused_without_hanging(tmp_path: Path) -> None:
+    """open() of a FIFO blocks until a writer appears; the loader must refuse it at once.
+
+    Run in a child process so that the old, blocking behaviour fails the test by
+    timeout instead of hanging the test run.
+    """
+    fifo = tmp_path / "kalshi.key"
+    os.mkfifo(fifo, 0o600)
+    code = ("import sys\n"
+            "from markets.kalshi.auth import KalshiAuthError, KalshiCredentials\n"
+            "try:\n"
+            f"    KalshiCredentials.from_files('id', {str(fifo)!r})\n"
+            "except KalshiAuthError as exc:\n"
+            "    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert "not a regular file" in result.stdout and str(fifo) in result.stdout, result.stderr
 
 
 def test_missing_key_file_names_the_path(tmp_path: Path) -> None:

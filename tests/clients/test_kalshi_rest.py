@@ -320,3 +320,47 @@ async def test_cancel_series_event_and_book_order(stub: tuple[str, list[web.Requ
             await c.get_market("EMPTY")
         with pytest.raises(VenueError, match="cursor 'c1' repeated"):
             _ = [m async for m in c.iter_markets()]
+
+
+async def test_a_cursor_of_the_wrong_type_is_an_error_not_the_last_page() -> None:
+    """Reading a non-string cursor as "no more pages" would end a listing early without a word."""
+    async def markets(_: web.Request) -> web.Response:
+        return web.json_response({"markets": [{"ticker": "A"}], "cursor": 12345})
+
+    app = web.Application()
+    app.router.add_get("/trade-api/v2/markets", markets)
+    async with serve_app(app) as root, KalshiClient(base_url=f"{root}/trade-api/v2", **FAST) as c:
+        with pytest.raises(VenueError, match="'cursor' is not a string: 12345"):
+            _ = [m async for m in c.iter_markets()]
+
+
+async def test_a_wrong_typed_object_is_an_error_naming_the_path() -> None:
+    """`{"market": "gone"}` is a 200 a caller cannot use: fail here, not at `market["ticker"]` later."""
+    answers = {"/trade-api/v2/markets/T": {"market": "gone"}, "/trade-api/v2/series": {"series": {"a": 1}},
+               "/trade-api/v2/events/E": {"event": []}}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(answers[request.path])
+
+    app = web.Application()
+    for path in answers:
+        app.router.add_get(path, answer)
+    async with serve_app(app) as root, KalshiClient(base_url=f"{root}/trade-api/v2", **FAST) as c:
+        with pytest.raises(VenueError, match="GET /trade-api/v2/markets/T failed: .*expected an object, got str"):
+            await c.get_market("T")
+        with pytest.raises(VenueError, match="GET /trade-api/v2/series failed: .*expected a list, got dict"):
+            await c.get_series_list()
+        with pytest.raises(VenueError, match="GET /trade-api/v2/events/E failed: .*expected an object, got list"):
+            await c.get_event("E")
+
+
+async def test_dot_segments_are_refused_before_anything_is_sent(stub: tuple[str, list[web.Request]],
+                                                                rest_kalshi_credentials: KalshiCredentials) -> None:
+    """URL normalization turns `/orders/..` into another endpoint than the one named and signed."""
+    url, seen = stub
+    async with KalshiClient(rest_kalshi_credentials, base_url=url, **FAST) as c:
+        with pytest.raises(ValueError, match="order_id cannot be '..'"):
+            await c.cancel_order("..")
+        with pytest.raises(ValueError, match="ticker cannot be '.'"):
+            await c.get_market(" . ")
+    assert seen == []

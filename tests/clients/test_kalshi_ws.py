@@ -294,3 +294,17 @@ async def test_slow_consumer_sees_latest_price_per_market(
                 break
             await asyncio.sleep(0.05)  # far slower than the feed
     assert client.stats.messages > 5 * received
+
+
+async def test_a_terminal_venue_error_is_answered_by_resubscribing(
+        wsk_start_sim: WskStartSim, wsk_make_client: WskMakeClient) -> None:
+    # Every 15th data frame, the simulator ends that frame's subscription with error 17.
+    sim = await wsk_start_sim(n_markets=4, faults=FaultPlan(terminal_error_every=15))
+    client = wsk_make_client(sim.ws_url)
+    await client.subscribe(tickers_of(sim))
+    for _ in range(3):
+        step_all(sim, 10)
+        await wsk_eventually(lambda: all_match(client, sim), what="every book exact again")
+    assert client.stats.venue_errors["17"] >= 2
+    assert all(sim.subscribers("orderbook_delta", t) == 1 for t in tickers_of(sim))
+    assert client.stats.connects == 1 and not client.stats.disconnects

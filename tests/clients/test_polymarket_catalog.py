@@ -91,6 +91,14 @@ def test_event_embeds_markets() -> None:
         decode_gamma_event({"id": "1", "markets": "[]"})
 
 
+def test_one_undecodable_market_does_not_hide_the_rest_of_its_event() -> None:
+    event = decode_gamma_event({"id": "9001", "markets": [gamma(clobTokenIds="not json"),
+                                                          gamma(conditionId="0x" + "cd" * 32)]})
+    assert [m.condition_id for m in event.markets] == ["0x" + "cd" * 32]
+    assert len(event.undecodable) == 1 and "event 9001" in event.undecodable[0]
+    assert "clobTokenIds is not valid JSON" in event.undecodable[0]
+
+
 def test_clob_market_tokens_are_objects() -> None:
     info = decode_clob_market({
         "condition_id": CONDITION, "question": "q", "market_slug": "s", "minimum_tick_size": 0.001,

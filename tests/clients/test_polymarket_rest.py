@@ -12,7 +12,12 @@ from aiohttp import web
 from markets.base import VenueError
 from markets.models import PriceStatus
 from markets.polymarket.client import CURSOR_END, HybridPolymarketClient, PolymarketClient
-from markets.polymarket.orders import OrderRequest, PolymarketOrderError, PolymarketOrdersUnavailable
+from markets.polymarket.orders import (
+    OrderRequest,
+    PolymarketOrderCredentials,
+    PolymarketOrderError,
+    PolymarketOrdersUnavailable,
+)
 from markets.sim.polymarket import PolymarketSimulator
 from markets.sim.universe import build_universe
 from tests.clients.conftest import serve_app
@@ -192,3 +197,62 @@ async def test_a_wrong_answer_shape_names_the_path_and_the_problem() -> None:
             await rest.get_midpoint("1")
         with pytest.raises(VenueError, match=r"GET /prices-history failed: unexpected response: bad history point"):
             await rest.get_prices_history("1")
+
+
+def gamma_market(n: int, *, decodable: bool = True) -> dict[str, object]:
+    return {"id": str(n), "conditionId": f"0x{n:064x}", "outcomes": '["Yes", "No"]',
+            "clobTokenIds": f'["{2 * n}", "{2 * n + 1}"]' if decodable else "not json"}
+
+
+async def test_gamma_listing_goes_on_past_a_page_with_an_undecodable_market() -> None:
+    """A skipped entry makes a full page look short; only the listed count may end the walk."""
+    listed = [gamma_market(n, decodable=n != 2) for n in range(1, 8)]
+
+    async def markets(request: web.Request) -> web.Response:
+        offset, limit = int(request.query["offset"]), int(request.query["limit"])
+        return web.json_response(listed[offset:offset + limit])
+
+    app = web.Application()
+    app.router.add_get("/markets", markets)
+    async with serve_app(app) as root, PolymarketClient(clob_url=root, gamma_url=root) as rest:
+        found = [m.gamma_id async for m in rest.gamma.iter_markets(page_size=3)]
+        assert found == ["1", "3", "4", "5", "6", "7"] and rest.gamma.undecodable == 1
+        with pytest.raises(ValueError, match=r"page_size must be an integer in \[1, 100\]"):
+            _ = [m async for m in rest.gamma.iter_markets(page_size=200)]  # Gamma caps pages at 100
+
+
+async def test_gamma_listing_that_ignores_the_offset_is_an_error_not_an_endless_walk() -> None:
+    async def markets(_: web.Request) -> web.Response:
+        return web.json_response([gamma_market(n) for n in range(1, 4)])
+
+    app = web.Application()
+    app.router.add_get("/markets", markets)
+    async with serve_app(app) as root, PolymarketClient(clob_url=root, gamma_url=root, rate=1000) as rest:
+        async with asyncio.timeout(10):
+            with pytest.raises(VenueError, match="offset 3 returned the previous page again"):
+                _ = [m async for m in rest.gamma.iter_markets(page_size=3)]
+
+
+async def test_an_unusable_book_is_a_venue_error_naming_the_path() -> None:
+    async def book(_: web.Request) -> web.Response:
+        return web.json_response({"bids": [["0.5", "10"]], "asks": []})  # levels must be objects
+
+    app = web.Application()
+    app.router.add_get("/book", book)
+    async with serve_app(app) as root, PolymarketClient(clob_url=root, gamma_url=root) as rest:
+        with pytest.raises(VenueError, match=r"polymarket GET /book failed: unexpected response: unusable order book"):
+            await rest.get_market_price("123")
+
+
+def test_order_credentials_from_env_name_a_bad_signature_type_and_hide_secrets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("POLYMARKET_PRIVATE_KEY", "0xwalletsecret"), ("POLYMARKET_API_KEY", "key-id"),
+                        ("POLYMARKET_API_SECRET", "hmacsecret"), ("POLYMARKET_API_PASSPHRASE", "passsecret")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("POLYMARKET_SIGNATURE_TYPE", "proxy")
+    with pytest.raises(PolymarketOrdersUnavailable, match="POLYMARKET_SIGNATURE_TYPE must be one of 0, 1, 2, 3"):
+        PolymarketOrderCredentials.from_env()
+    monkeypatch.setenv("POLYMARKET_SIGNATURE_TYPE", "2")
+    credentials = PolymarketOrderCredentials.from_env()
+    assert credentials.signature_type == 2
+    assert not any(secret in repr(credentials) for secret in ("walletsecret", "hmacsecret", "passsecret"))

@@ -12,13 +12,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
 
-from broker.stream_command import CLEAR_SCREEN, PriceTable, stream
+from broker.stream_command import (
+    CLEAR_SCREEN,
+    STOP_SIGNALS,
+    PriceTable,
+    _discover_polymarket_markets,
+    install_stop_signals,
+    stream,
+)
 from markets.models import MarketPrice, Platform, PriceStatus
+from markets.polymarket.client import HybridPolymarketClient
 from markets.sim.kalshi.simulator import KalshiSimulator
 from markets.sim.keys import generate_demo_keypair
 from markets.sim.universe import build_universe
+from markets.sim.venues import SimulatedVenues
+from tests.clients.conftest import serve_app
 
 ARBEES = [sys.executable, "-c", "from broker.cli import main; main()"]
 LINE = re.compile(r"^\S+ (kalshi|polymarket) (\S+) bid (\S+) x (\S+) ask (\S+) x (\S+) (live|stale|resyncing|closed)$")
@@ -107,6 +118,21 @@ async def test_refused_key_is_a_clear_error(venue: tuple[KalshiSimulator, str, P
     assert "Error:" in err and "HTTP 401" in err and "Traceback" not in err
 
 
+async def test_one_venue_failing_is_reported_not_silent(tmp_path: Path) -> None:
+    """Kalshi refusing the key ends the command with Kalshi's error; Polymarket had been streaming."""
+    stranger, stranger_path, _ = generate_demo_keypair(tmp_path / "stranger")  # never registered
+    async with SimulatedVenues(n_markets=3, seed=5, rate=20) as venues:
+        code, out, err = await run(
+            "--kalshi-rest-url", venues.kalshi.rest_url, "--kalshi-ws-url", venues.kalshi.ws_url,
+            "--key-id", stranger, "--private-key", str(stranger_path),
+            "--polymarket-clob-url", venues.polymarket.clob_url,
+            "--polymarket-gamma-url", venues.polymarket.gamma_url,
+            "--polymarket-ws-url", venues.polymarket.ws_url, "--duration", "20")
+    assert code == 1 and "Traceback" not in err
+    assert "Error: kalshi WebSocket handshake" in err and "HTTP 401" in err
+    assert {venue for venue, _ in streamed_tickers(out)} == {"polymarket"}
+
+
 async def test_bad_key_path_in_child_process(tmp_path: Path) -> None:
     missing = tmp_path / "missing.key"
     code, out, err = await run("--key-id", "abc", "--private-key", str(missing), "--duration", "1")
@@ -156,8 +182,11 @@ async def test_terminal_gets_a_table_redrawn_at_a_bounded_rate() -> None:
     assert proc.returncode == 0
     frames = screen.split(CLEAR_SCREEN)[1:]
     assert 2 <= len(frames) <= 2 * 4 + 2, "redraws are bounded by --refresh, not by the update rate"
-    last = frames[-1]
-    assert "VENUE" in last and "STATUS" in last and last.count(" live") == 40
+    header, rows = frames[-1].splitlines()[2], frames[-1].splitlines()[3:]
+    assert header.split()[0] == "VENUE" and header.split()[-1] == "STATUS" and len(rows) == 40
+    # A market re-gridded by a tick_size_change is legitimately RESYNCING until its fresh book.
+    statuses = [row.split()[-1] for row in rows]
+    assert set(statuses) <= {"live", "resyncing"} and statuses.count("live") >= 30, statuses
 
 
 def test_table_render_shows_empty_sides_explicitly() -> None:
@@ -169,3 +198,42 @@ def test_table_render_shows_empty_sides_explicitly() -> None:
     assert lines[2].split() == ["VENUE", "MARKET", "BID", "BID", "SIZE", "ASK", "ASK", "SIZE", "AGE", "STATUS"]
     assert lines[3].split() == ["kalshi", "A-1", "0.3100", "1,234.00", "0.3300", "5.00", "1.5s", "live"]
     assert lines[4].split() == ["kalshi", "B-1", "-", "-", "0.4000", "12.50", "2.0s", "stale"]
+
+
+async def test_a_second_stop_signal_is_not_swallowed() -> None:
+    """After the first signal the default actions are back, so a hung shutdown still yields to Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        async with asyncio.timeout(5):
+            await stop.wait()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def test_polymarket_discovery_lists_a_market_once_when_pages_shift() -> None:
+    """Offset pages over a listing that changed meanwhile overlap; a market is streamed once."""
+    def market(n: int) -> dict[str, object]:
+        return {"id": str(n), "conditionId": f"0x{n:064x}", "outcomes": '["Yes", "No"]',
+                "clobTokenIds": f'["{2 * n}", "{2 * n + 1}"]'}
+
+    async def markets(request: web.Request) -> web.Response:
+        # A market was inserted before the second page was read, so market 100 is listed again.
+        numbers = range(1, 101) if request.query["offset"] == "0" else range(100, 151)
+        return web.json_response([market(n) for n in numbers])
+
+    app = web.Application()
+    app.router.add_get("/markets", markets)
+    async with serve_app(app) as root:
+        client = HybridPolymarketClient(clob_url=root, gamma_url=root, ws_url="ws://127.0.0.1:9/ws")
+        try:
+            async with asyncio.timeout(10):
+                found = await _discover_polymarket_markets(client, limit=1000)
+        finally:
+            await client.close()
+    assert found == tuple(f"0x{n:064x}" for n in range(1, 151))

@@ -60,12 +60,23 @@ async def test_markets_paginate_with_cursor(start_kalshi: StartKalshi, http: aio
     assert seen == [m.kalshi_ticker for m in sim.universe.markets]
 
 
+async def test_last_page_cursor_is_empty_or_null(start_kalshi: StartKalshi, http: aiohttp.ClientSession) -> None:
+    """The schema says the last cursor is empty, the pagination guide says null: both occur."""
+    sim = await start_kalshi(n_markets=2, rate_limit=UNLIMITED)
+    ends = set()
+    for path in ["/markets", "/events"] * 8:
+        status, body = await _get(http, sim.rest_url + path)
+        assert status == 200 and "cursor" in body
+        ends.add(body["cursor"])
+    assert ends == {"", None}
+
+
 async def test_market_filters(start_kalshi: StartKalshi, http: aiohttp.ClientSession) -> None:
     sim = await start_kalshi(n_markets=6, rate_limit=UNLIMITED)
     markets = sim.universe.markets
     url = sim.rest_url + "/markets"
     _, body = await _get(http, url, params={"status": "closed"})
-    assert body == {"markets": [], "cursor": ""}
+    assert body["markets"] == [] and not body["cursor"]
     _, body = await _get(http, url, params={"event_ticker": markets[2].event_ticker})
     assert [m["ticker"] for m in body["markets"]] == [markets[2].kalshi_ticker]
     _, body = await _get(http, url, params={"series_ticker": markets[0].series_ticker})
@@ -115,7 +126,7 @@ async def test_orderbook_matches_truth_and_depth(start_kalshi: StartKalshi, http
     assert (yes, no) == sim.book_levels(ticker)
     _, body = await _get(http, f"{sim.rest_url}/markets/{ticker}/orderbook", params={"depth": "2"})
     top = body["orderbook_fp"]["yes_dollars"]
-    assert len(top) == 2 and new_book.ticks(top[-1][0]) == max(yes)
+    assert sorted(new_book.ticks(p) for p, _ in top) == sorted(yes)[-2:], "depth keeps the best levels"
     status, _ = await _get(http, f"{sim.rest_url}/markets/{ticker}/orderbook", params={"depth": "101"})
     assert status == 400
 
@@ -128,7 +139,7 @@ async def test_events_listing(start_kalshi: StartKalshi, http: aiohttp.ClientSes
     assert [e["event_ticker"] for e in body["events"]] == [m.event_ticker for m in sim.universe.markets[:2]]
     assert body["events"][0]["markets"][0]["ticker"] == sim.universe.markets[0].kalshi_ticker
     status, body = await _get(http, sim.rest_url + "/events", params={"cursor": body["cursor"]})
-    assert len(body["events"]) == 3 and body["cursor"] == "" and "markets" not in body["events"][0]
+    assert len(body["events"]) == 3 and not body["cursor"] and "markets" not in body["events"][0]
 
 
 # -- portfolio and auth --------------------------------------------------------------------
@@ -254,3 +265,18 @@ async def test_token_bucket_answers_429_without_retry_after(start_kalshi: StartK
     assert statuses == [200, 200, 200, 429]
     # Unsigned market data draws from the client address's own bucket.
     assert (await _get(http, sim.rest_url + "/markets"))[0] == 200
+
+
+async def test_orderbook_level_order_is_not_promised(start_kalshi: StartKalshi, http: aiohttp.ClientSession,
+                                                    new_book: type[ClientBook]) -> None:
+    """Documented ascending, recorded live descending: a client must sort, so both orders occur."""
+    sim = await start_kalshi(rate_limit=UNLIMITED)
+    ticker = sim.universe.markets[0].kalshi_ticker
+    orders = set()
+    for _ in range(12):
+        _, body = await _get(http, f"{sim.rest_url}/markets/{ticker}/orderbook")
+        for levels in body["orderbook_fp"].values():
+            prices = [new_book.ticks(p) for p, _ in levels]
+            assert prices in (sorted(prices), sorted(prices, reverse=True))
+            orders.add("ascending" if prices == sorted(prices) else "descending")
+    assert orders == {"ascending", "descending"}

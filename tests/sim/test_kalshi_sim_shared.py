@@ -42,13 +42,28 @@ def test_universe_is_deterministic_and_well_formed() -> None:
 
 def test_fair_walk_moves_and_stays_in_bounds() -> None:
     universe = build_universe(5, seed=1)
-    rng = random.Random(0)
+    walk = universe.walk()
     start = {m.game.game_id: universe.fair(m.game.game_id) for m in universe.markets}
+    assert start == {game_id: walk.fair(game_id) for game_id in start}
     for _ in range(20_000):
-        universe.step_fair(rng)
+        walk.step()
     for game_id, p in start.items():
-        now = universe.fair(game_id)
+        now = walk.fair(game_id)
         assert FAIR_MIN < now < FAIR_MAX and now != p
+    assert universe.fair(next(iter(start))) == start[next(iter(start))], "the universe keeps round 0"
+
+
+def test_every_walk_of_a_universe_agrees_round_by_round() -> None:
+    """Two venues' copies of the walk match at equal rounds, however they interleave."""
+    universe = build_universe(5, seed=2)
+    game_ids = [m.game.game_id for m in universe.markets]
+    ahead, behind = universe.walk(), universe.walk()
+    for _ in range(30):
+        ahead.step()
+    for _ in range(30):
+        behind.step()
+    assert [ahead.fair(g) for g in game_ids] == [behind.fair(g) for g in game_ids]
+    assert ahead.rounds == behind.rounds == 30
 
 
 def test_build_universe_rejects_zero_markets() -> None:

@@ -238,6 +238,32 @@ async def test_live_market_matches_get_snapshot(start_kalshi: StartKalshi, kalsh
     assert frame["seq"] == book.last_seq[1] + 1
 
 
+
+async def test_snapshot_level_order_and_ts_ms_are_not_promised(
+        start_kalshi: StartKalshi, kalshi_ws: ConnectKalshi, new_book: type[ClientBook]) -> None:
+    """The docs leave WS level order unspecified and list no `ts_ms` on snapshots:
+    over repeated `get_snapshot`s both vary, and each snapshot is still the true book."""
+    sim = await start_kalshi()
+    ticker = _tickers(sim)[0]
+    client = await kalshi_ws(sim)
+    await client.subscribe(channels=["orderbook_delta"], market_ticker=ticker)
+    orders, stamped = set(), set()
+    for _ in range(15):
+        cmd = await client.command("update_subscription", {"sid": 1, "action": "get_snapshot",
+                                                           "market_ticker": ticker})
+        await client.until_reply(cmd)
+        (snap,) = [f for f in await client.drain() if f["type"] == "orderbook_snapshot"]
+        stamped.add("ts_ms" in snap["msg"])
+        for key in ("yes_dollars_fp", "no_dollars_fp"):
+            prices = [new_book.ticks(p) for p, _ in snap["msg"][key]]
+            orders.add("ascending" if prices == sorted(prices) else
+                       "descending" if prices == sorted(prices, reverse=True) else "unordered")
+        check = new_book()
+        check.apply(snap)
+        assert check.books[ticker] == sim.book_levels(ticker)
+    assert orders == {"ascending", "descending", "unordered"}
+    assert stamped == {True, False}
+
 # -- update_subscription / unsubscribe / list ---------------------------------------------
 
 async def test_update_subscription_add_and_delete_markets(start_kalshi: StartKalshi,
@@ -400,6 +426,7 @@ async def test_ticker_and_trade_frames(start_kalshi: StartKalshi, kalshi_ws: Con
     assert len(tickers) > 10 and trades
     for frame in tickers:
         assert "seq" not in frame and frame["sid"] == 1
+        assert isinstance(frame["sending_ts_ms"], int)  # the market-ticker page's envelope key
         msg = frame["msg"]
         for key in ("price_dollars", "yes_bid_dollars", "yes_ask_dollars", "volume_fp",
                     "open_interest_fp", "yes_bid_size_fp", "yes_ask_size_fp"):
@@ -520,9 +547,7 @@ async def test_same_seed_same_market_whoever_listens(start_kalshi: StartKalshi,
     await client.subscribe(channels=["ticker", "trade"])
     for sim in (watched, quiet):
         for _ in range(50):
-            sim.universe.step_fair(sim.rng)
-            for ticker in _tickers(sim):
-                _step(sim, ticker)
+            sim.step_round()
     assert len(await client.drain()) > 100
     for ticker in _tickers(watched):
         assert watched.book_levels(ticker) == quiet.book_levels(ticker)

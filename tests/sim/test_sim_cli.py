@@ -1,4 +1,4 @@
-"""`arbees sim`: run as a real child process, connected to, and stopped with SIGTERM."""
+"""`arbees sim`: run as a real child process, connected to, and stopped with SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import asyncio
 import json
 import re
 import signal
+import stat
 import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from click.testing import CliRunner
 
 from broker.cli import main
@@ -37,7 +39,9 @@ async def read_banner(process: asyncio.subprocess.Process) -> tuple[dict[str, st
                 return urls, exports
 
 
-async def test_arbees_sim_serves_both_venues_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+async def test_arbees_sim_serves_both_venues_and_stops_on_a_signal(tmp_path: Path,
+                                                                  stop_signal: signal.Signals) -> None:
     send_log = tmp_path / "sends.tsv"
     process = await asyncio.create_subprocess_exec(
         *ARBEES, "sim", "--markets", "2", "--rate", "20", "--seed", "4",
@@ -49,6 +53,7 @@ async def test_arbees_sim_serves_both_venues_and_stops_on_sigterm(tmp_path: Path
                              "Polymarket CLOB REST", "Polymarket Gamma REST"}
         key_path = Path(exports["KALSHI_PRIVATE_KEY_PATH"])
         assert key_path.parent == tmp_path / "keys" and exports["KALSHI_API_KEY_ID"] in key_path.name
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600, "the demo private key is for its owner only"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             async with http.get(f"{urls['Polymarket Gamma REST']}/markets") as response:
                 markets = await response.json()
@@ -62,7 +67,7 @@ async def test_arbees_sim_serves_both_venues_and_stops_on_sigterm(tmp_path: Path
                                                 "tick_size_change")
     finally:
         if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(stop_signal)
         stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
     assert process.returncode == 0, stderr.decode()
     assert b"arbees sim: stopped" in stdout

@@ -75,20 +75,56 @@ async def test_a_temporary_key_directory_is_removed_on_exit() -> None:
     assert not key_path.exists() and not key_path.parent.exists()
 
 
-async def test_one_simulator_walks_the_shared_fair_values() -> None:
+async def test_each_simulator_walks_the_fair_values_at_its_own_round_rate() -> None:
     """Two venues on one universe must not move the hidden probabilities twice as fast."""
     async with SimulatedVenues(n_markets=2, rate=50.0) as venues:
-        assert venues.universe.fair_walker is venues.kalshi
-        steps = 0
-        original = venues.universe.step_fair
-
-        def counting_step(rng: object) -> None:
-            nonlocal steps
-            steps += 1
-            original(rng)  # type: ignore[arg-type]
-
-        venues.universe.step_fair = counting_step  # type: ignore[method-assign]
         await asyncio.sleep(0.5)
-    # 50 rounds/s for 0.5 s from one walker; two walkers would give ~50.
-    assert 5 <= steps <= 35
-    assert venues.universe.fair_walker is None
+        rounds = (venues.kalshi.fairs.rounds, venues.polymarket.fairs.rounds)
+    # 50 rounds/s for 0.5 s each; a walk shared and stepped by both would give ~50.
+    assert all(5 <= r <= 35 for r in rounds), rounds
+
+
+def _books(venues: SimulatedVenues) -> list[object]:
+    kalshi = [venues.kalshi.book_levels(m.kalshi_ticker) for m in venues.universe.markets]
+    poly = [venues.polymarket.true_book(m.yes_token_id) for m in venues.universe.markets]
+    return [kalshi, poly]
+
+
+async def test_a_seed_reproduces_both_venues_whatever_the_interleaving() -> None:
+    """The venues' drivers run on their own clocks; a seed must still give the same markets."""
+    one, two = SimulatedVenues(n_markets=4, seed=7, rate=0.0), SimulatedVenues(n_markets=4, seed=7, rate=0.0)
+    for _ in range(40):
+        one.kalshi.step_round()
+    for _ in range(40):
+        one.polymarket.step_round()
+    for _ in range(40):
+        two.polymarket.step_round()
+        two.kalshi.step_round()
+    assert _books(one) == _books(two)
+    game = one.universe.markets[0].game.game_id
+    assert one.kalshi.fairs.fair(game) == two.polymarket.fairs.fair(game) != one.universe.fair(game)
+    other = SimulatedVenues(n_markets=4, seed=8, rate=0.0)
+    for _ in range(40):
+        other.kalshi.step_round()
+    assert _books(other)[0] != _books(one)[0]
+
+
+async def test_cross_venue_arbitrage_appears_occasionally() -> None:
+    """At default settings a YES ask on one venue sometimes sits below the YES bid on
+    the other (before fees), but the venues are not permanently crossed."""
+    venues = SimulatedVenues(n_markets=20, seed=0, rate=0.0)
+    crossed = observed = 0
+    for _ in range(100):
+        for market in venues.universe.markets:
+            venues.kalshi.step_next()
+            venues.polymarket.step_next()
+            kalshi = venues.kalshi.ladders[market.kalshi_ticker]
+            poly = venues.polymarket.ladders[market.condition_id]
+            tops = (kalshi.best_bid(), kalshi.best_ask(), poly.best_bid(), poly.best_ask())
+            if None in tops:
+                continue
+            k_bid, k_ask, p_bid, p_ask = tops  # type: ignore[misc]
+            observed += 1
+            crossed += k_ask < p_bid or p_ask < k_bid
+    assert observed > 1000
+    assert 0 < crossed < observed // 3, (crossed, observed)

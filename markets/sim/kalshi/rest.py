@@ -179,7 +179,7 @@ class KalshiRest:
                    and q.get("series_ticker", m.series_ticker) == m.series_ticker
                    and (tickers is None or m.kalshi_ticker in tickers)]
         page, cursor = _paginate(markets, limit, q.get("cursor", ""))
-        return _json({"markets": [self._market_obj(m) for m in page], "cursor": cursor})
+        return _json({"markets": [self._market_obj(m) for m in page], "cursor": self._next_cursor(cursor)})
 
     async def _market(self, request: web.Request) -> web.Response:
         market = self._lookup(request.match_info["ticker"])
@@ -188,11 +188,11 @@ class KalshiRest:
     async def _orderbook(self, request: web.Request) -> web.Response:
         market = self._lookup(request.match_info["ticker"])
         depth = _int_param(request.query, "depth", 0, -(2**31), 100)
-        yes, no = self.sim.book_levels(market.kalshi_ticker)
-        yes_levels, no_levels = wire.levels(yes), wire.levels(no)
-        if depth > 0:
-            yes_levels, no_levels = yes_levels[-depth:], no_levels[-depth:]
-        return _json({"orderbook_fp": {"yes_dollars": yes_levels, "no_dollars": no_levels}})
+        book: dict[str, list[list[str]]] = {}
+        for key, bids in zip(("yes_dollars", "no_dollars"), self.sim.book_levels(market.kalshi_ticker)):
+            best = sorted(bids, reverse=True)[:depth] if depth > 0 else bids
+            book[key] = wire.levels(bids, self.sim.level_order(best, shuffled=False))
+        return _json({"orderbook_fp": book})
 
     async def _events(self, request: web.Request) -> web.Response:
         q = request.query
@@ -215,7 +215,12 @@ class KalshiRest:
             if nested == "true":
                 event["markets"] = [self._market_obj(m)]
             events.append(event)
-        return _json({"events": events, "cursor": cursor})
+        return _json({"events": events, "cursor": self._next_cursor(cursor)})
+
+    def _next_cursor(self, cursor: str) -> str | None:
+        """The last page's cursor is "" (schema: "Empty if there are no more results")
+        or null (pagination guide: "until the cursor is null"): a client must end on both."""
+        return cursor or self.sim.wire_rng.choice(("", None))
 
     def _lookup(self, ticker: str) -> SimMarket:
         market = self.sim.universe.by_kalshi_ticker.get(ticker)

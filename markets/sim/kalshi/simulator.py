@@ -12,6 +12,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,6 +35,9 @@ CENT = 100
 DECI_CENT = 10
 # Share of price strings sent with 3 decimals ("0.960") instead of 4 ("0.9600").
 SHORT_PRICE_SHARE = 0.25
+# Share of snapshots that carry `ts_ms`: the docs page lists none on snapshots,
+# a third-party client decodes one, so the simulator sends it only sometimes.
+SNAPSHOT_TS_SHARE = 0.5
 # aiohttp's own default: bytes buffered in the transport before a send waits.
 WRITER_LIMIT = 256 * 1024
 # Share of top-of-book size reductions that are trades rather than cancels.
@@ -79,7 +83,7 @@ class KalshiSimulator(SimServer):
         self.ticker_by_market_id = {m.kalshi_market_id: m.kalshi_ticker for m in universe.markets}
         # Randomness that only shapes presentation (decimal places, trade ids), kept
         # apart from `rng` so that who listens never changes how markets move.
-        self._wire_rng = random.Random(seed + 1)
+        self.wire_rng = random.Random(seed + 1)
         self._stats = {t: MarketStats(last_price=_mid(ladder)) for t, ladder in self.ladders.items()}
         self._by_ticker: dict[str, dict[str, set[Subscription]]] = {BOOK: {}, TICKER: {}, TRADE: {}}
         self._all_markets: dict[str, set[Subscription]] = {TICKER: set(), TRADE: set()}
@@ -164,12 +168,26 @@ class KalshiSimulator(SimServer):
         return [*specific, *everything] if everything else list(specific)
 
     # -- frames ------------------------------------------------------------------------
+    def level_order(self, prices: Iterable[int], *, shuffled: bool = True) -> list[int]:
+        """`prices` ascending, descending or (if `shuffled`) in no order at all.
+
+        The venue promises no level order on the WS and contradicts its own docs
+        on REST, so the simulator varies it; REST callers pass `shuffled=False`
+        since only the two sorted orders have been seen there.
+        """
+        pick = self.wire_rng.randrange(3 if shuffled else 2)
+        ordered = sorted(prices, reverse=pick == 1)
+        if pick == 2:
+            self.wire_rng.shuffle(ordered)
+        return ordered
+
     def snapshot_msg(self, ticker: str, use_yes_price: bool) -> wire.JSON:
         yes, no_bids = self.book_levels(ticker)
         no = dict(self.ladders[ticker].asks) if use_yes_price else no_bids
-        short = self._wire_rng.random() < SHORT_PRICE_SHARE
-        return wire.snapshot_msg(self.universe.by_kalshi_ticker[ticker], yes, no, short,
-                                 time.time_ns() // 1_000_000)
+        short = self.wire_rng.random() < SHORT_PRICE_SHARE
+        ts_ms = time.time_ns() // 1_000_000 if self.wire_rng.random() < SNAPSHOT_TS_SHARE else None
+        return wire.snapshot_msg(self.universe.by_kalshi_ticker[ticker], yes, no, short, ts_ms,
+                                 self.level_order)
 
     def ticker_msg(self, market: SimMarket, ts_ms: int) -> wire.JSON:
         ladder = self.ladders[market.kalshi_ticker]
@@ -225,7 +243,7 @@ class KalshiSimulator(SimServer):
                          subs: list[Subscription], ts_ms: int) -> None:
         """One delta to every subscription, serialized at most once per price scale."""
         delta = change.new_size - change.old_size
-        short = self._wire_rng.random() < SHORT_PRICE_SHARE
+        short = self.wire_rng.random() < SHORT_PRICE_SHARE
         # Index by use_yes_price: a YES-side level reads the same on both scales,
         # a NO-side level is at 1 - p on the NO scale and at p on the YES scale.
         if change.side == "bid":
@@ -271,7 +289,7 @@ class KalshiSimulator(SimServer):
         # Hitting a YES bid sells YES (= buys NO); lifting a YES ask buys YES.
         taker = "no" if trade.side == "bid" else "yes"
         return {
-            "trade_id": str(uuid.UUID(int=self._wire_rng.getrandbits(128), version=4)),
+            "trade_id": str(uuid.UUID(int=self.wire_rng.getrandbits(128), version=4)),
             "market_ticker": market.kalshi_ticker,
             "yes_price_dollars": wire.price_str(trade.price),
             "no_price_dollars": wire.price_str(TICKS_PER_DOLLAR - trade.price),

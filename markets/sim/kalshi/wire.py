@@ -8,6 +8,8 @@ string forms are sent: the integer-cent fields were removed from the venue in
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -31,9 +33,14 @@ def count_str(hundredths: int) -> str:
     return format_fixed(hundredths, KALSHI_SIZE_PLACES)
 
 
-def levels(book: dict[int, int], short: bool = False) -> list[list[str]]:
-    """[[price, count], ...] ascending by price (the venue's REST order)."""
-    return [[price_str(p, short), count_str(s)] for p, s in sorted(book.items())]
+def levels(book: Mapping[int, int], prices: Iterable[int], short: bool = False) -> list[list[str]]:
+    """[[price, count], ...] in the order of `prices`.
+
+    The caller picks the order because the venue does not keep one: the WS
+    order is unspecified, and the REST book, documented ascending, was recorded
+    live descending.  A client that reads "best = last element" must fail here.
+    """
+    return [[price_str(p, short), count_str(book[p])] for p in prices]
 
 
 def dumps(obj: object) -> str:
@@ -42,9 +49,15 @@ def dumps(obj: object) -> str:
 
 def data_frame(frame_type: str, sid: int, seq: int | None, msg_json: str) -> str:
     """A data frame around an already-serialized `msg`, so a payload shared by
-    many subscriptions is serialized once and only the envelope differs."""
+    many subscriptions is serialized once and only the envelope differs.
+
+    A frame without `seq` (ticker) carries the top-level `sending_ts_ms` of the
+    docs' market-ticker example: a client must accept envelope keys beyond
+    `type`/`sid`/`seq`/`msg`.
+    """
     if seq is None:
-        return f'{{"type":"{frame_type}","sid":{sid},"msg":{msg_json}}}'
+        sent = time.time_ns() // 1_000_000
+        return f'{{"type":"{frame_type}","sending_ts_ms":{sent},"sid":{sid},"msg":{msg_json}}}'
     return f'{{"type":"{frame_type}","sid":{sid},"seq":{seq},"msg":{msg_json}}}'
 
 
@@ -60,15 +73,20 @@ def error_reply(cmd_id: int | None, code: int, text: str, **extra: object) -> st
     return reply("error", cmd_id, msg={"code": code, "msg": text, **extra})
 
 
-def snapshot_msg(market: SimMarket, yes: dict[int, int], no: dict[int, int], short: bool,
-                 ts_ms: int) -> JSON:
-    """Snapshot payload; a side with no levels has no key at all (venue behaviour)."""
+def snapshot_msg(market: SimMarket, yes: Mapping[int, int], no: Mapping[int, int], short: bool,
+                 ts_ms: int | None, order: Callable[[Iterable[int]], list[int]]) -> JSON:
+    """Snapshot payload; a side with no levels has no key at all (venue behaviour).
+
+    `ts_ms` is None for a snapshot sent without one: the docs page lists no
+    `ts_ms` on snapshots, so a client may not count on it.
+    """
     msg: JSON = {"market_ticker": market.kalshi_ticker, "market_id": market.kalshi_market_id}
     if yes:
-        msg["yes_dollars_fp"] = levels(yes, short)
+        msg["yes_dollars_fp"] = levels(yes, order(yes), short)
     if no:
-        msg["no_dollars_fp"] = levels(no, short)
-    msg["ts_ms"] = ts_ms
+        msg["no_dollars_fp"] = levels(no, order(no), short)
+    if ts_ms is not None:
+        msg["ts_ms"] = ts_ms
     return msg
 
 

@@ -264,7 +264,7 @@ class PolymarketSimulator(SimServer):
         last = state.token_last_trade(token) if with_last_trade else None
         return wire.book_event(
             market=state.market.condition_id, asset_id=token, bids=bids, asks=asks,
-            tick=state.tick, timestamp=wire.now_ms_text(), hash_=self._mint.next(),
+            timestamp=wire.now_ms_text(), hash_=self._mint.next(),
             last_trade_price=wire.padded_price_text(last.price, state.tick) if last else None,
             bare=self._event_rng.random() < BARE_PRICE_SHARE)
 

@@ -121,13 +121,16 @@ def book_event(
     asset_id: str,
     bids: Mapping[int, int],
     asks: Mapping[int, int],
-    tick: int,
     timestamp: str,
     hash_: str,
     last_trade_price: str | None,
     bare: bool,
 ) -> dict[str, Any]:
-    """A `book` object with the key order of a captured real frame."""
+    """A `book` object with the fields of the AsyncAPI schema and of a recorded frame.
+
+    No `tick_size`: it belongs to the REST `/book` summary, not to the WS event,
+    so a client learns a tick change only from `tick_size_change` (or REST).
+    """
     event: dict[str, Any] = {
         "market": market,
         "asset_id": asset_id,
@@ -135,7 +138,6 @@ def book_event(
         "hash": hash_,
         "bids": levels_worst_to_best(bids, bids=True, bare=bare),
         "asks": levels_worst_to_best(asks, bids=False, bare=bare),
-        "tick_size": TICK_SIZE_TEXT[tick],
         "event_type": "book",
     }
     if last_trade_price is not None:

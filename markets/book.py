@@ -324,9 +324,17 @@ class PolymarketOrderBook(LocalOrderBook):
 
     apply_price_change = apply_delta
 
-    def apply_tick_size_change(self, new_tick_size: str | float) -> bool:
-        """Start a new book epoch; return False when the tick did not actually change."""
+    def apply_tick_size_change(self, new_tick_size: str | float,
+                               old_tick_size: str | float | None = None) -> bool:
+        """Start a new book epoch; return False when the tick did not actually change.
+
+        The WebSocket `book` does not carry the tick, so until the first change the
+        book may not know it; the event's `old_tick_size` fills that in, which keeps a
+        no-op change from emptying a good book.
+        """
         ticks = parse_price_ticks(new_tick_size)
+        if self.tick_size is None and old_tick_size is not None:
+            self.tick_size = parse_price_ticks(old_tick_size)
         if ticks == self.tick_size:
             return False
         self.tick_size = ticks

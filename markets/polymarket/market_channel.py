@@ -271,7 +271,7 @@ class MarketChannel:
         if book is None:
             return
         try:
-            started = book.apply_tick_size_change(event["new_tick_size"])
+            started = book.apply_tick_size_change(event["new_tick_size"], event.get("old_tick_size"))
         except (KeyError, TypeError, ValueError):
             outcome.rejected.append(BAD_FIELD)
             return

@@ -167,6 +167,14 @@ class TestPolymarket:
         book.apply_book([{"price": "0.501", "size": "10"}], [])
         assert book.best_bid == (5010, 10_000_000) and book.status is PriceStatus.LIVE
 
+    def test_a_no_op_tick_change_keeps_a_book_that_never_learned_its_tick(self) -> None:
+        book = poly()
+        assert book.tick_size is None
+        assert book.apply_tick_size_change("0.01", old_tick_size="0.01") is False
+        assert book.status is PriceStatus.LIVE and book.best_bid == (5000, 15_000_000)
+        assert book.apply_tick_size_change("0.001", old_tick_size="0.01") is True
+        assert book.status is PriceStatus.RESYNCING
+
     def test_best_cross_check_uses_the_venue_empty_sentinels(self) -> None:
         book = poly()
         assert book.matches_best("0.5", "0.52")

@@ -172,8 +172,10 @@ async def test_terminal_error_on_a_sid_resubscribes_its_market(
     assert client.stats.venue_errors["25"] == 1 and client.stats.reconnects == 0
 
 
+# The error's market_ticker is optional; with one market per command the command says which.
+@pytest.mark.parametrize("error_market", [{"market_ticker": "NOSUCH-MARKET"}, {}], ids=["named", "unnamed"])
 async def test_market_not_found_is_reported_closed(
-        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient) -> None:
+        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient, error_market: dict[str, str]) -> None:
     client = wsk_make_client(wsk_venue.url)
     prices: list[MarketPrice] = []
     client.add_listener(prices.append)
@@ -181,11 +183,11 @@ async def test_market_not_found_is_reported_closed(
     server = Venue(await wsk_venue.accept())
     command = await server.command("subscribe")
     await server.conn.send({"id": command["id"], "type": "error",
-                            "msg": {"code": 16, "msg": "Market not found", "market_ticker": "NOSUCH-MARKET"}})
+                            "msg": {"code": 16, "msg": "Market not found", **error_market}})
     await wsk_eventually(lambda: bool(prices))
     assert prices[-1].status is PriceStatus.CLOSED
-    await asyncio.sleep(0.3)  # no retry storm for a market that does not exist
-    assert server.conn.received.empty()
+    await asyncio.sleep(0.3)  # a retry would be sent at once: no retry storm for a market that does not exist
+    assert server.conn.received.empty() and client.stats.reconnects == 0
 
 
 async def test_bad_frames_are_counted_and_taint_only_their_own_market(
@@ -297,22 +299,6 @@ async def test_a_bad_venue_timestamp_is_counted_and_never_published(
     assert prices[-1].yes_bid == 0.43 and prices[-1].venue_ts_ms is None
     for price in prices:
         assert decode(encode(price)) == price
-
-
-async def test_market_not_found_without_a_ticker_closes_the_one_market_of_the_command(
-        wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient) -> None:
-    client = wsk_make_client(wsk_venue.url)
-    prices: list[MarketPrice] = []
-    client.add_listener(prices.append)
-    await client.subscribe(["NOSUCH-MARKET"])
-    server = Venue(await wsk_venue.accept())
-    command = await server.command("subscribe")
-    # The error's market_ticker is optional; one market per command still says which.
-    await server.conn.send({"id": command["id"], "type": "error", "msg": {"code": 16, "msg": "Market not found"}})
-    await wsk_eventually(lambda: bool(prices))
-    assert prices[-1].status is PriceStatus.CLOSED
-    await asyncio.sleep(0.3)  # a retry would be sent at once; none comes
-    assert server.conn.received.empty() and client.stats.reconnects == 0
 
 
 async def test_venue_error_codes_are_counted_in_a_bounded_table(

@@ -63,7 +63,10 @@ WSK_FAST_OPTIONS: dict[str, Any] = {
     "backoff_initial": 0.02,
     "backoff_max": 0.2,
     "healthy_after": 0.5,
-    "ping_interval": 0.5,
+    # Our pings need a PONG within half the interval. A loaded 2-core CI box can hold
+    # the shared event loop (simulator and client in one process) for a few hundred
+    # ms, so a tighter deadline would turn load into spurious dead-peer reconnects.
+    "ping_interval": 2.0,
     "connect_timeout": 3.0,
     "close_timeout": 0.5,
     "watchdog_interval": 0.05,
@@ -72,10 +75,12 @@ WSK_FAST_OPTIONS: dict[str, Any] = {
 
 async def wsk_eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
     """Poll `predicate` until true; fail naming `what` after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-    assert predicate(), what
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
 class WskScriptedConnection:
@@ -168,10 +173,11 @@ WskMakeClient = Callable[..., KalshiWebSocketClient]
 @pytest.fixture
 def wsk_start_sim(start_kalshi: StartKalshi) -> WskStartSim:
     """Factory: `await wsk_start_sim(n_markets=4, rate=0.0, **simulator_options)`; rate 0
-    means the test moves markets itself with `sim.step_market(...)`. Short pings."""
+    means the test moves markets itself with `sim.step_market(...)`. Pings every second:
+    short enough for the tests, long enough that a loaded machine does not drop clients."""
 
     async def start(n_markets: int = 4, seed: int = 11, **options: Any) -> KalshiSimulator:
-        return await start_kalshi(n_markets, seed, **({"ping_interval": 0.3} | options))
+        return await start_kalshi(n_markets, seed, **({"ping_interval": 1.0} | options))
 
     return start
 

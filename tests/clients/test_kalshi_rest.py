@@ -152,6 +152,13 @@ async def test_order_is_accepted_and_recorded(client: KalshiClient, static_sim: 
     await client.place_order(ticker, "ask", 0.44, Decimal("2.5"))
     assert (static_sim.rest.orders[-1].price, static_sim.rest.orders[-1].count) == (4400, 250)
 
+    cancelled = await client.cancel_order(reply["order_id"], market_ticker=ticker)
+    assert cancelled["order_id"] == reply["order_id"] and cancelled["reduced_by"] == "10.00"
+    assert static_sim.rest.cancelled == {reply["order_id"]}
+    with pytest.raises(VenueError) as info:
+        await client.cancel_order(reply["order_id"])
+    assert (info.value.status, info.value.code) == (404, "not_found")
+
 
 async def test_duplicate_client_order_id_surfaces_nested_error(client: KalshiClient,
                                                                 static_sim: KalshiSimulator) -> None:

@@ -181,6 +181,21 @@ async def test_order_accepted_and_recorded(start_kalshi: StartKalshi, http: aioh
     assert recorded.key_id == demo_key.key_id
 
 
+async def test_order_cancel_is_signed_and_once_only(start_kalshi: StartKalshi, http: aiohttp.ClientSession,
+                                                    demo_key: DemoKey) -> None:
+    sim = await start_kalshi(rate_limit=UNLIMITED)
+    _, placed = await _post_order(http, sim, demo_key, _order(sim.universe.markets[0].kalshi_ticker, count="3"))
+    path = f"/portfolio/events/orders/{placed['order_id']}"
+    async with http.delete(sim.rest_url + path) as resp:
+        assert resp.status == 401  # portfolio calls are signed
+    for expected in (200, 404):
+        async with http.delete(sim.rest_url + path, headers=demo_key.headers("DELETE", ROOT + path)) as resp:
+            assert resp.status == expected
+            reply = await resp.json()
+    assert reply["code"] == "not_found"
+    assert sim.rest.cancelled == {placed["order_id"]}
+
+
 @pytest.mark.parametrize(("overrides", "field"), [
     ({"time_in_force": None}, "time_in_force"),
     ({"self_trade_prevention_type": None}, "self_trade_prevention_type"),

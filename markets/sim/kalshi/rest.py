@@ -111,6 +111,7 @@ class KalshiRest:
         self.sim = sim
         self.rate_limit = rate_limit
         self.orders: list[RecordedOrder] = []
+        self.cancelled: set[str] = set()
         self._client_order_ids: set[tuple[str, str]] = set()
         self._buckets: dict[tuple[str, bool], TokenBucket] = {}
         self._root = ""
@@ -125,6 +126,7 @@ class KalshiRest:
         r.add_get(f"{root}/events", self._events)
         r.add_get(f"{root}/portfolio/balance", self._balance)
         r.add_post(f"{root}/portfolio/events/orders", self._create_order)
+        r.add_delete(f"{root}/portfolio/events/orders/{{order_id}}", self._cancel_order)
         r.add_post(f"{root}/portfolio/orders", self._legacy_order)
 
     # -- cross-cutting ---------------------------------------------------------------
@@ -295,6 +297,16 @@ class KalshiRest:
         return _json({"order_id": order.order_id, "client_order_id": order.client_order_id,
                       "fill_count": "0.00", "remaining_count": wire.count_str(order.count),
                       "ts_ms": order.ts_ms}, status=201)
+
+    async def _cancel_order(self, request: web.Request) -> web.Response:
+        """Cancel a resting order of the caller's key; orders never fill here, so all of it goes."""
+        order_id = request.match_info["order_id"]
+        order = next((o for o in self.orders if o.order_id == order_id and o.key_id == request[KEY_ID]), None)
+        if order is None or order_id in self.cancelled:
+            return error_response(404, "not_found", "order not found", f"no open order {order_id}")
+        self.cancelled.add(order_id)
+        return _json({"order_id": order.order_id, "client_order_id": order.client_order_id,
+                      "reduced_by": wire.count_str(order.count), "ts_ms": time.time_ns() // 1_000_000})
 
     async def _legacy_order(self, request: web.Request) -> web.Response:
         return error_response(410, "deprecated_v1_order_endpoint", "Please switch to the V2 endpoints",

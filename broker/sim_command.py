@@ -40,7 +40,7 @@ def is_loopback(host: str) -> bool:
 
 
 def describe(venues: SimulatedVenues, rate: float, seed: int) -> str:
-    """The start-up banner: URLs, then the key as lines a shell can paste."""
+    """The start-up banner: URLs, then the same URLs and the key as the variables `arbees stream` reads."""
     kalshi, poly = venues.kalshi, venues.polymarket
     return "\n".join([
         f"arbees sim: {len(venues.universe.markets)} markets on both venues, "
@@ -50,9 +50,14 @@ def describe(venues: SimulatedVenues, rate: float, seed: int) -> str:
         f"Polymarket WebSocket:  {poly.ws_url}",
         f"Polymarket CLOB REST:  {poly.clob_url}",
         f"Polymarket Gamma REST: {poly.gamma_url}",
-        "Demo Kalshi key (paste into a shell):",
+        "Paste into a shell, then `arbees stream` streams from these simulators:",
         f"export KALSHI_API_KEY_ID={venues.key_id}",
         f"export KALSHI_PRIVATE_KEY_PATH={venues.private_key_path}",
+        f"export KALSHI_WS_URL={kalshi.ws_url}",
+        f"export KALSHI_REST_URL={kalshi.rest_url}",
+        f"export POLYMARKET_WS_URL={poly.ws_url}",
+        f"export POLYMARKET_CLOB_URL={poly.clob_url}",
+        f"export POLYMARKET_GAMMA_URL={poly.gamma_url}",
         "Press Ctrl-C to stop.",
     ])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import stat
@@ -74,6 +75,31 @@ async def test_arbees_sim_serves_both_venues_and_stops_on_a_signal(tmp_path: Pat
     assert b"Traceback" not in stderr
     venues = {line.split("\t")[0] for line in send_log.read_text().splitlines()}
     assert "polymarket" in venues
+
+
+async def test_arbees_stream_follows_the_pasted_exports_to_a_running_sim(tmp_path: Path) -> None:
+    """The two-terminal flow: `arbees sim` in one, its exports and `arbees stream` in the other."""
+    sim = await asyncio.create_subprocess_exec(
+        *ARBEES, "sim", "--markets", "2", "--rate", "20", "--key-dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        urls, exports = await read_banner(sim)
+        assert exports["KALSHI_WS_URL"] == urls["Kalshi WebSocket"]
+        assert exports["POLYMARKET_GAMMA_URL"] == urls["Polymarket Gamma REST"]
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(("KALSHI_", "POLYMARKET_"))} | exports
+        stream = await asyncio.create_subprocess_exec(
+            *ARBEES, "stream", "--duration", "2", "--display", "lines", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(stream.communicate(), 30)
+        assert stream.returncode == 0, err.decode()
+        venues = {line.split()[1] for line in out.decode().splitlines()}
+        assert venues == {"kalshi", "polymarket"}
+        assert "for 4 markets" in err.decode()
+    finally:
+        if sim.returncode is None:
+            sim.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(sim.communicate(), 15)
 
 
 def test_bad_fault_spec_is_a_clear_usage_error() -> None:

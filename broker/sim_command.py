@@ -16,7 +16,7 @@ from typing import IO
 
 import click
 
-from broker.stream_command import install_stop_signals
+from broker.signals import install_stop_signals
 from markets.sim.polymarket import PolymarketFaultPlan
 from markets.sim.sendlog import SendLog
 from markets.sim.venues import SimulatedVenues

@@ -1,21 +1,13 @@
 """`arbees stream`: watch live prices from the venues in one process (no ZeroMQ).
 
-The command is a thin shell around the hybrid clients: it opens one *price
-source* per venue (a hybrid client plus the markets to stream), pumps each
-source's `stream_prices` into one shared `PriceTable`, and renders that table.
-Adding a venue means writing one more ``_<venue>_source`` opener and appending
-its result to the list in `_open_sources`; the table, the display and the
-shutdown logic do not change.
+The command is a thin shell around the hybrid clients: it validates the
+options into `StreamOptions`, opens one price source per venue
+(`broker.price_sources`), pumps each source's `stream_prices` into one shared
+`PriceTable`, and renders that table (`broker.price_table`).
 
-With no venue configuration at all it starts the simulators in-process and
-streams their whole universe with the demo key pair, so the command works
-out of the box and in CI.  Any Kalshi option (or its environment variable)
-switches Kalshi to the real venue.
-
-Output adapts to where it goes: on a terminal the table is redrawn in place
-at a bounded rate (the data may change thousands of times a second; the eye
-does not need that); into a pipe or a CI log it prints one line per update,
-which greps and diffs well.
+With no venue configuration at all the simulators are started in-process, so
+the command works out of the box and in CI.  Any Kalshi option (or its
+environment variable) switches Kalshi to the real venue.
 """
 
 from __future__ import annotations
@@ -24,277 +16,28 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import IO, Protocol, TypeVar
+from collections.abc import Awaitable
+from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
+from broker.price_sources import KalshiEndpoint, PolymarketEndpoint, PriceSource, StreamOptions, open_sources
+from broker.price_table import Display, LineDisplay, PriceTable, TableDisplay
+from broker.signals import install_stop_signals
 from markets.base import VenueError
 from markets.base_ws import WebSocketAuthError
 from markets.kalshi.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH, KalshiAuthError, KalshiCredentials
-from markets.kalshi.client import KALSHI_REST_URL, HybridKalshiClient
+from markets.kalshi.client import KALSHI_REST_URL
 from markets.kalshi.ws_client import KALSHI_WS_URL
-from markets.models import MarketPrice
-from markets.polymarket.client import POLYMARKET_CLOB_URL, POLYMARKET_GAMMA_URL, HybridPolymarketClient
+from markets.polymarket.client import POLYMARKET_CLOB_URL, POLYMARKET_GAMMA_URL
 from markets.polymarket.ws_client import POLYMARKET_WS_URL
 
 T = TypeVar("T")
 
 DEFAULT_MAX_MARKETS = 200
-DISCOVERY_PAGE_SIZE = 200
-CLEAR_SCREEN = "\x1b[H\x1b[2J"
-_NUMERIC_COLUMNS = frozenset({2, 3, 4, 5, 6})
-
-
-class StreamingClient(Protocol):
-    """What the command needs from a venue's hybrid client."""
-
-    def stream_prices(self, market_ids: Iterable[str]) -> AsyncIterator[MarketPrice]: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class PriceSource:
-    """One venue's contribution to the table: a streaming client and its markets."""
-
-    venue: str
-    client: StreamingClient
-    market_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class KalshiEndpoint:
-    """Where and as whom to reach Kalshi (a real venue or the simulator)."""
-
-    rest_url: str
-    ws_url: str
-    credentials: KalshiCredentials
-
-
-@dataclass(frozen=True)
-class PolymarketEndpoint:
-    """Where to reach Polymarket (public market data: no credentials)."""
-
-    clob_url: str
-    gamma_url: str
-    ws_url: str
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """Parsed command-line options; with neither venue configured, the simulators are used."""
-
-    kalshi: KalshiEndpoint | None
-    polymarket: PolymarketEndpoint | None
-    markets: tuple[str, ...]
-    polymarket_markets: tuple[str, ...]
-    max_markets: int
-    duration: float | None
-    use_yes_price: bool
-    refresh_hz: float
-    table: bool
-
-
-# -- the table ------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    price: MarketPrice
-    received_ns: int
-
-
-class PriceTable:
-    """Latest price per (venue, market); rendering as a table or as one line per update."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], Row] = {}
-        self.updates = 0
-
-    def update(self, venue: str, price: MarketPrice) -> Row:
-        row = Row(price, price.recv_ts_ns or time.time_ns())
-        self.rows[(venue, price.market_id)] = row
-        self.updates += 1
-        return row
-
-    def render(self, now_ns: int, header: str) -> str:
-        columns = ("VENUE", "MARKET", "BID", "BID SIZE", "ASK", "ASK SIZE", "AGE", "STATUS")
-        body = [
-            (venue, market, _price(r.price.yes_bid), _size(r.price.yes_bid_size), _price(r.price.yes_ask),
-             _size(r.price.yes_ask_size), _age(now_ns - r.received_ns), str(r.price.status))
-            for (venue, market), r in sorted(self.rows.items())
-        ]
-        widths = [max(len(cells[i]) for cells in (columns, *body)) for i in range(len(columns))]
-        lines = [header, ""] + ["  ".join(c.rjust(w) if i in _NUMERIC_COLUMNS else c.ljust(w)
-                                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-                                for cells in (columns, *body)]
-        return "\n".join(lines) + "\n"
-
-
-def format_update(venue: str, row: Row) -> str:
-    """One self-contained line per update, timestamped in UTC, for logs and pipes."""
-    p = row.price
-    stamp = datetime.fromtimestamp(row.received_ns / 1e9, UTC).isoformat(timespec="milliseconds")
-    return (f"{stamp} {venue} {p.market_id} bid {_price(p.yes_bid)} x {_size(p.yes_bid_size)} "
-            f"ask {_price(p.yes_ask)} x {_size(p.yes_ask_size)} {p.status}")
-
-
-def _price(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def _size(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
-
-
-def _age(ns: int) -> str:
-    seconds = max(0, ns) / 1e9
-    return f"{seconds:.1f}s" if seconds < 100 else f"{seconds / 60:.0f}m"
-
-
-# -- displays -------------------------------------------------------------------------
-
-
-class Display(Protocol):
-    def on_update(self, venue: str, row: Row) -> None: ...
-
-    async def run(self, stop: asyncio.Event) -> None: ...
-
-
-class LineDisplay:
-    """One line per update; for pipes and CI logs."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-
-    def on_update(self, venue: str, row: Row) -> None:
-        self.out.write(format_update(venue, row) + "\n")
-
-    async def run(self, stop: asyncio.Event) -> None:
-        # Flushing per batch of lines instead of per line keeps a fast feed cheap.
-        while not stop.is_set():
-            self.out.flush()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.2)
-        self.out.flush()
-
-
-class TableDisplay:
-    """The whole table redrawn in place, at most `refresh_hz` times a second."""
-
-    def __init__(self, out: IO[str], table: PriceTable, refresh_hz: float, title: str) -> None:
-        self.out = out
-        self.table = table
-        self.period = 1.0 / refresh_hz
-        self.title = title
-        self.started = time.monotonic()
-
-    def on_update(self, venue: str, row: Row) -> None:
-        """Updates only change the table; the redraw loop shows them."""
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while True:
-            self._draw()
-            if stop.is_set():
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.period)
-
-    def _draw(self) -> None:
-        elapsed = time.monotonic() - self.started
-        header = (f"{self.title} | {len(self.table.rows)} markets | {self.table.updates} updates "
-                  f"| {elapsed:.0f}s | Ctrl-C to stop")
-        self.out.write(CLEAR_SCREEN + self.table.render(time.time_ns(), header))
-        self.out.flush()
-
-
-# -- sources --------------------------------------------------------------------------
-
-
-async def _discover_kalshi_markets(client: HybridKalshiClient, limit: int) -> tuple[str, ...]:
-    """Open markets from REST, at most `limit` of them."""
-    tickers: list[str] = []
-    markets = client.iter_markets(status="open", page_size=min(limit, DISCOVERY_PAGE_SIZE))
-    async with contextlib.aclosing(markets):
-        async for market in markets:
-            ticker = market.get("ticker")
-            if isinstance(ticker, str):
-                tickers.append(ticker)
-            if len(tickers) >= limit:
-                break
-    return tuple(tickers)
-
-
-async def _source(venue: str, client: StreamingClient, stack: contextlib.AsyncExitStack,
-                  markets: tuple[str, ...], discover: Callable[[], Awaitable[tuple[str, ...]]],
-                  none_found: str) -> PriceSource:
-    """The client (closed with `stack`) and the markets given, or, when none were, those discovered."""
-    stack.push_async_callback(client.close)
-    markets = markets or await discover()
-    if not markets:
-        raise click.ClickException(none_found)
-    return PriceSource(venue, client, markets)
-
-
-async def _kalshi_source(endpoint: KalshiEndpoint, options: StreamOptions,
-                         stack: contextlib.AsyncExitStack) -> PriceSource:
-    client = HybridKalshiClient(endpoint.credentials, rest_url=endpoint.rest_url, ws_url=endpoint.ws_url,
-                                use_yes_price=options.use_yes_price)
-    return await _source("kalshi", client, stack, options.markets,
-                         lambda: _discover_kalshi_markets(client, options.max_markets),
-                         f"no open Kalshi markets found at {endpoint.rest_url}")
-
-
-async def _discover_polymarket_markets(client: HybridPolymarketClient, limit: int) -> tuple[str, ...]:
-    """Condition ids of active, order-book-enabled markets from Gamma, at most `limit` of them.
-
-    Offset pagination over a listing that changes meanwhile can list a market
-    twice, hence the de-duplication (insertion-ordered).
-    """
-    found: dict[str, None] = {}
-    markets = client.gamma.iter_markets(active=True, closed=False)
-    async with contextlib.aclosing(markets):
-        async for market in markets:
-            if market.tokens and market.enable_order_book is not False:
-                found[market.condition_id] = None
-            if len(found) >= limit:
-                break
-    return tuple(found)
-
-
-async def _polymarket_source(endpoint: PolymarketEndpoint, options: StreamOptions,
-                             stack: contextlib.AsyncExitStack) -> PriceSource:
-    client = HybridPolymarketClient(clob_url=endpoint.clob_url, gamma_url=endpoint.gamma_url,
-                                    ws_url=endpoint.ws_url)
-    return await _source("polymarket", client, stack, options.polymarket_markets,
-                         lambda: _discover_polymarket_markets(client, options.max_markets),
-                         f"no active Polymarket markets found at {endpoint.gamma_url}")
-
-
-async def _open_sources(options: StreamOptions, stack: contextlib.AsyncExitStack) -> list[PriceSource]:
-    """Every configured venue's price source; with none configured, both simulators are started here."""
-    kalshi, polymarket = options.kalshi, options.polymarket
-    if kalshi is None and polymarket is None:
-        from markets.sim.venues import SimulatedVenues
-
-        venues = await stack.enter_async_context(SimulatedVenues())
-        kalshi = KalshiEndpoint(venues.kalshi.rest_url, venues.kalshi.ws_url,
-                                KalshiCredentials.from_files(venues.key_id, venues.private_key_path))
-        polymarket = PolymarketEndpoint(venues.polymarket.clob_url, venues.polymarket.gamma_url,
-                                        venues.polymarket.ws_url)
-    sources = []
-    if kalshi is not None:
-        sources.append(await _kalshi_source(kalshi, options, stack))
-    if polymarket is not None:
-        sources.append(await _polymarket_source(polymarket, options, stack))
-    return sources
 
 
 # -- running --------------------------------------------------------------------------
@@ -311,28 +54,6 @@ async def _pump(source: PriceSource, table: PriceTable, display: Display) -> Non
         if aclose is not None:
             await aclose()
     raise click.ClickException(f"{source.venue} price stream ended unexpectedly")
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """The first SIGINT/SIGTERM sets `stop` for a clean shutdown; a second one is not ignored.
-
-    The first signal also removes the handlers, restoring the default actions
-    (KeyboardInterrupt for SIGINT, termination for SIGTERM), so that if the
-    clean shutdown ever hangs, pressing Ctrl-C again still ends the process.
-    """
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
-        stop.set()
-
-    for sig in STOP_SIGNALS:
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # non-POSIX / non-main thread
-            loop.add_signal_handler(sig, on_signal)
 
 
 async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
@@ -355,7 +76,7 @@ async def run_stream(options: StreamOptions, out: IO[str]) -> PriceTable:
     install_stop_signals(stop)
     table = PriceTable()
     async with contextlib.AsyncExitStack() as stack:
-        sources = await _unless_stopped(_open_sources(options, stack), stop)
+        sources = await _unless_stopped(open_sources(options, stack), stop)
         if sources is None:
             return table
         title = "arbees stream: " + ", ".join(f"{s.venue} ({len(s.market_ids)})" for s in sources)

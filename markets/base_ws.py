@@ -10,30 +10,15 @@ everything, Polymarket shards its tokens over several (`max_markets_per_connecti
 Every connection feeds the same books and the same emit point, so a consumer never
 needs to know how the markets are spread over sockets.
 
-Per connection there is one *supervisor* task. It opens the socket (fresh upgrade
-headers from `_authenticate()` on every attempt), resubscribes the connection's
-markets, and then runs two child tasks until either ends:
-
-* the reader -- the only task that ever calls `receive()` on that socket. It stamps
-  each frame once with `time.time_ns()`, counts it, and hands it to
-  `_handle_message`. It never waits on a consumer.
-* the housekeeper -- wakes every `watchdog_interval` (or when asked) to run the
-  per-market staleness watchdog, to escalate snapshot requests that did not land
-  in `resync_timeout`, to apply the connection-wide `receive_timeout`, to send
-  venue keep-alives, and to flush frames queued by synchronous code.
-
-Whatever ends a session -- the peer's CLOSE, a CLOSED or ERROR frame, aiohttp's own
-ping/pong heartbeat failing (dead peer), a receive timeout, a send that could not
-be written within `send_timeout` (a peer that stopped reading would otherwise hold
-the sender, and with it the timers, forever), or a resync that could not be
-repaired -- takes the same path: the supervisor cancels both children,
-closes the socket, marks the connection's books STALE (and emits that), waits an
-exponential backoff with jitter (reset only once a session stayed up for
-`healthy_after` seconds), and connects again. There is no detached reconnect task
-and no second reader. Handshakes refused with 401/403 are counted; after
-`max_auth_failures` in a row the client fails with `WebSocketAuthError`, which
-`connect()` raises and every `stream_prices` consumer receives -- a stream never
-ends silently, it ends cleanly only when the client is closed.
+Per connection there is one supervisor task with a reader and a housekeeper; how a
+session runs and ends, and how it is reconnected, is told in `markets.ws_connection`.
+The client keeps the market logic: the connection calls back into it when a session
+starts (`_connection_up`: resubscribe), ends (`_connection_down`: books STALE), on
+every frame (`_handle_message`) and on every housekeeping tick (`_check_markets`).
+After `max_auth_failures` refused handshakes in a row the client fails with
+`WebSocketAuthError`, which `connect()` raises and every `stream_prices` consumer
+receives -- a stream never ends silently, it ends cleanly only when the client is
+closed.
 
 Snapshots and resyncs
 ---------------------
@@ -61,10 +46,8 @@ compares it with the last one emitted for that market (top of book, sizes, statu
 last trade) and only on a real change stores it and hands it to the consumers.
 Stream consumers get a `LatestPriceQueue` each (latest price per market wins,
 bounded, never blocks the reader); listener callbacks are called inline and must
-be quick. Problems are counted every time but logged through a per-kind limiter
-(`LogLimiter`): a venue that starts sending a new message type, or a handler bug
-that trips on every frame, must cost a counter increment per frame, not a log
-line (a log record costs more than handling the frame).
+be quick. Problems are counted in `ClientStats` and logged at a bounded rate
+(`LogLimiter`; see `markets.ws_stats` for why).
 
 Extension points (what a venue subclass implements)
 --------------------------------------------------
@@ -108,58 +91,26 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import aiohttp
-from aiohttp import WSMsgType
 
 from markets.book import LocalOrderBook
 from markets.models import MarketPrice, Platform, PriceStatus
 from markets.price_queue import LatestPriceQueue, QueueClosed
+from markets.ws_connection import WebSocketConnection
+from markets.ws_stats import ClientStats, LogLimiter
 
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
 _LIVE = PriceStatus.LIVE
-_TEXT = WSMsgType.TEXT
-_BINARY = WSMsgType.BINARY
-_ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
-_AUTH_STATUSES = frozenset({401, 403})
 
 PriceCallback = Callable[[MarketPrice], None]
-
-
-class LogLimiter:
-    """Lets the first occurrence of each kind of problem through, then one per
-    `interval` seconds, reporting how many were held back in between.
-
-    Kinds are fixed strings chosen by the code (rejection reasons and the like),
-    never text from the wire, so the table stays as small as the code's vocabulary.
-    """
-
-    __slots__ = ("interval", "_next", "_held")
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._next: dict[str, float] = {}
-        self._held: Counter[str] = Counter()
-
-    def allow(self, kind: str) -> int | None:
-        """None: do not log this one. Otherwise log it, with the returned count of
-        occurrences held back since the last line of this kind."""
-        now = time.monotonic()
-        if now < self._next.get(kind, 0.0):
-            self._held[kind] += 1
-            return None
-        self._next[kind] = now + self.interval
-        return self._held.pop(kind, 0)
 
 
 class WebSocketAuthError(Exception):
@@ -168,301 +119,6 @@ class WebSocketAuthError(Exception):
 
 class ClientClosedError(RuntimeError):
     """The client was closed; it cannot connect or subscribe again."""
-
-
-@dataclass(slots=True)
-class ClientStats:
-    """Counters a worker reads for its status report.
-
-    `rejected` counts bad frames by reason (malformed JSON, unknown type, a wrong
-    field, an impossible level, ...); `dropped` counts frames discarded on purpose
-    (duplicates, deltas that arrive while a snapshot is awaited, frames for a market
-    just unsubscribed). `bytes` counts characters of text frames (JSON is ASCII, so
-    that is bytes). `last_message_ns` is the receive time of the last data frame per
-    market.
-    """
-
-    messages: int = 0
-    bytes: int = 0
-    connects: int = 0
-    reconnects: int = 0
-    resyncs: int = 0
-    stale_trips: int = 0
-    gaps: int = 0
-    listener_errors: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    dropped: Counter[str] = field(default_factory=Counter)
-    venue_errors: Counter[str] = field(default_factory=Counter)
-    handshake_failures: Counter[str] = field(default_factory=Counter)
-    disconnects: Counter[str] = field(default_factory=Counter)
-    last_message_ns: dict[str, int] = field(default_factory=dict)
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain-data copy (safe to serialize or compare later)."""
-        return {
-            "messages": self.messages,
-            "bytes": self.bytes,
-            "connects": self.connects,
-            "reconnects": self.reconnects,
-            "resyncs": self.resyncs,
-            "stale_trips": self.stale_trips,
-            "gaps": self.gaps,
-            "listener_errors": self.listener_errors,
-            "rejected": dict(self.rejected),
-            "dropped": dict(self.dropped),
-            "venue_errors": dict(self.venue_errors),
-            "handshake_failures": dict(self.handshake_failures),
-            "disconnects": dict(self.disconnects),
-            "last_message_ns": dict(self.last_message_ns),
-        }
-
-
-class WebSocketConnection:
-    """One supervised socket and the markets subscribed over it (see the module docstring)."""
-
-    def __init__(self, client: BaseWebSocketClient, index: int) -> None:
-        self.client = client
-        self.name = f"{client.platform}-ws-{index}"
-        self.markets: set[str] = set()
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.sessions = 0
-        self.connected_ns = 0
-        self.last_frame_ns = 0
-        self.established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox: list[str] = []
-        self._drop_reason: str | None = None
-        self._wake = asyncio.Event()
-        self._send_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self.ws is not None and not self.ws.closed
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    # -- sending -----------------------------------------------------------------
-
-    def queue(self, frames: Iterable[str]) -> None:
-        """Queue frames from synchronous code; the reader or housekeeper sends them next."""
-        if self.ws is not None:
-            self._outbox.extend(frames)
-            self._wake.set()
-
-    async def send(self, frames: Iterable[str]) -> None:
-        """Send now (after anything already queued). Without a socket, or on one that
-        is going down, frames are lost, which is fine: every session starts by
-        resubscribing everything."""
-        ws = self.ws
-        if ws is not None:
-            self._outbox.extend(frames)
-            await self._flush(ws)
-
-    async def _flush(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Send the outbox in order; the lock keeps batches from interleaving when a
-        send waits for the socket to drain. A drain that does not come within
-        `send_timeout` (the peer stopped reading) ends the session: waiting longer
-        would hold the housekeeper, and through the lock the reader, indefinitely."""
-        async with self._send_lock:
-            frames, self._outbox = self._outbox, []
-            try:
-                async with asyncio.timeout(self.client.send_timeout):
-                    for frame in frames:
-                        await ws.send_str(frame)
-            except TimeoutError:
-                log.warning("%s: peer not reading; %d frame(s) unsent after %.3f s", self.name,
-                            len(frames), self.client.send_timeout)
-                self.request_reconnect("send_timeout")
-            except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
-                log.debug("%s: send failed (%s); the next session resubscribes", self.name, exc)
-
-    def request_reconnect(self, reason: str) -> None:
-        """Ask the supervisor to end this session and reconnect (safe from sync code)."""
-        if self.ws is not None and self._drop_reason is None:
-            self._drop_reason = reason
-            self._wake.set()
-
-    # -- supervision -------------------------------------------------------------
-
-    async def _supervise(self) -> None:
-        client = self.client
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        auth_failures = 0
-        try:
-            while True:
-                try:
-                    ws = await self._open()
-                except aiohttp.WSServerHandshakeError as exc:
-                    client.stats.handshake_failures[str(exc.status)] += 1
-                    if exc.status in _AUTH_STATUSES:
-                        auth_failures += 1
-                        if auth_failures >= client.max_auth_failures:
-                            raise WebSocketAuthError(
-                                f"{client.platform} WebSocket handshake to {client.url} refused with "
-                                f"HTTP {exc.status} ({exc.message}) {auth_failures} times in a row; "
-                                "check the API key id, the private key, and that both belong to "
-                                "this environment") from None
-                    log.warning("%s: handshake refused: HTTP %s %s", self.name, exc.status, exc.message)
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    client.stats.handshake_failures[type(exc).__name__] += 1
-                    log.warning("%s: cannot connect to %s: %r", self.name, client.url, exc)
-                else:
-                    auth_failures = 0
-                    started = loop.time()
-                    await self._run_session(ws)
-                    if loop.time() - started >= client.healthy_after:
-                        attempt = 0
-                delay = client._backoff_delay(attempt)
-                attempt += 1
-                log.info("%s: reconnecting in %.3f s (attempt %d)", self.name, delay, attempt)
-                await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # an auth failure, or a bug: fail loudly, never silently
-            if not isinstance(exc, WebSocketAuthError):
-                log.exception("%s: supervisor failed", self.name)
-            client._fail(self, exc)
-
-    async def _open(self) -> aiohttp.ClientWebSocketResponse:
-        client = self.client
-        headers = await client._authenticate()
-        async with asyncio.timeout(client.connect_timeout):
-            return await client._http().ws_connect(
-                client.url,
-                headers=headers,
-                autoping=True,
-                heartbeat=client.ping_interval,
-                max_msg_size=client.max_msg_size,
-                compress=client.compress,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=client.close_timeout),
-            )
-
-    async def _run_session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        client = self.client
-        now = time.time_ns()
-        self.ws = ws
-        self.connected_ns = self.last_frame_ns = now
-        self._drop_reason = None
-        client.stats.connects += 1
-        if self.sessions:
-            client.stats.reconnects += 1
-        self.sessions += 1
-        reason = "stopped"
-        try:
-            client._connection_up(self, now)
-            if not self.established.done():
-                self.established.set_result(None)
-            await self._flush(ws)
-            reason = await self._serve(ws)
-        finally:
-            self.ws = None
-            self._outbox.clear()
-            client._connection_down(self, reason)
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(client.close_timeout):
-                    await ws.close()
-
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> str:
-        """Run reader and housekeeper until one of them ends; return why."""
-        reader = asyncio.create_task(self._read(ws), name=f"{self.name}-reader")
-        keeper = asyncio.create_task(self._housekeep(ws), name=f"{self.name}-housekeeper")
-        try:
-            done, _ = await asyncio.wait((reader, keeper), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            reader.cancel()
-            keeper.cancel()
-            await asyncio.gather(reader, keeper, return_exceptions=True)
-        finished = done.pop()
-        if finished.cancelled():
-            return "stopped"
-        error = finished.exception()
-        if error is not None:
-            log.error("%s: session task failed: %r", self.name, error, exc_info=error)
-            return "internal_error"
-        return finished.result()
-
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
-        """The only receive loop of this socket. Returns why the socket ended."""
-        client = self.client
-        stats = client.stats
-        handle = client._handle_message
-        receive = ws.receive
-        while True:
-            msg = await receive()
-            kind = msg.type
-            if kind is _TEXT:
-                data = msg.data
-            elif kind is _BINARY:
-                try:
-                    data = msg.data.decode()
-                except UnicodeDecodeError:
-                    client._reject("binary_not_utf8", len(msg.data), "")
-                    continue
-            elif kind in _ENDED:
-                log.warning("%s: closed by peer (code %s)", self.name, ws.close_code)
-                return "peer_closed"
-            elif kind is WSMsgType.ERROR:
-                error = msg.data
-                if isinstance(error, aiohttp.WebSocketError) and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-                    client._reject("oversized", error, "")
-                    return "oversized_frame"
-                log.warning("%s: socket error: %r", self.name, error)
-                return "socket_error"
-            else:
-                continue
-            recv_ns = time.time_ns()
-            stats.messages += 1
-            stats.bytes += len(data)
-            self.last_frame_ns = recv_ns
-            try:
-                handle(data, recv_ns)
-            except Exception:
-                stats.rejected["handler_error"] += 1
-                held = client._log_limit.allow("handler_error")
-                if held is not None:
-                    log.exception("%s: handler failed on frame %.200s (%d similar not logged)",
-                                  self.name, data, held)
-            if self._outbox:
-                await self._flush(ws)
-
-    async def _housekeep(self, ws: aiohttp.ClientWebSocketResponse) -> str:
-        """Timers of one session: watchdog, resync deadlines, receive timeout, keep-alives."""
-        client = self.client
-        wake = self._wake
-        receive_timeout_ns = None if client.receive_timeout is None else int(client.receive_timeout * _NS)
-        keepalive_ns = None if client.keepalive_interval is None else int(client.keepalive_interval * _NS)
-        next_keepalive = self.connected_ns + (keepalive_ns or 0)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(client.watchdog_interval):
-                    await wake.wait()
-            wake.clear()
-            now = time.time_ns()
-            if self._drop_reason is None:
-                if (receive_timeout_ns is not None and self.markets
-                        and now - self.last_frame_ns > receive_timeout_ns):
-                    log.warning("%s: no frame for %.3f s", self.name, (now - self.last_frame_ns) / _NS)
-                    self._drop_reason = "receive_timeout"
-                else:
-                    client._check_markets(self, now)
-            if self._drop_reason is not None:
-                return self._drop_reason
-            if keepalive_ns is not None and now >= next_keepalive:
-                self._outbox.extend(client._keepalive())
-                next_keepalive = now + keepalive_ns
-            if self._outbox:
-                await self._flush(ws)
 
 
 class BaseWebSocketClient(abc.ABC):
@@ -906,6 +562,15 @@ class BaseWebSocketClient(abc.ABC):
         deadline = now + self._resync_timeout_ns
         for market_id in ids:
             self._awaiting[market_id] = (deadline, attempt)
+
+    def _auth_error(self, refusal: aiohttp.WSServerHandshakeError, count: int) -> WebSocketAuthError:
+        """Why the client gives up after `count` refused handshakes in a row; the
+        client builds it because the credentials being blamed are the client's."""
+        return WebSocketAuthError(
+            f"{self.platform} WebSocket handshake to {self.url} refused with "
+            f"HTTP {refusal.status} ({refusal.message}) {count} times in a row; "
+            "check the API key id, the private key, and that both belong to "
+            "this environment")
 
     def _fail(self, connection: WebSocketConnection, error: BaseException) -> None:
         """A connection cannot continue: every consumer learns why (credentials are shared,

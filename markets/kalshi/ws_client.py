@@ -42,10 +42,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from markets.base_ws import BaseWebSocketClient, WebSocketConnection
+from markets.base_ws import BaseWebSocketClient
 from markets.book import BookError, BookNotReady, KalshiOrderBook
 from markets.kalshi.auth import KalshiCredentials
 from markets.models import Platform, venue_timestamp_ms
+from markets.ws_connection import WebSocketConnection
 
 log = logging.getLogger(__name__)
 

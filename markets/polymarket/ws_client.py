@@ -50,11 +50,12 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from markets.base_ws import BaseWebSocketClient, WebSocketConnection
+from markets.base_ws import BaseWebSocketClient
 from markets.book import PolymarketOrderBook
 from markets.models import Platform
 from markets.polymarket.catalog import PolymarketMarketInfo, is_condition_id
 from markets.polymarket.market_channel import BEST_MISMATCH, NOTICE_INVALID_OPERATION, MarketChannel
+from markets.ws_connection import WebSocketConnection
 
 POLYMARKET_WS_URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
 PING = "PING"

@@ -413,7 +413,7 @@ async def test_handler_bugs_are_counted_every_time_but_logged_at_a_bounded_rate(
     client = make_toy(wsk_venue.url)
     await client.subscribe(["m1"])
     conn, _ = await subscribed(wsk_venue)
-    with caplog.at_level(logging.WARNING, logger="markets.base_ws"):
+    with caplog.at_level(logging.WARNING, logger="markets.ws_connection"):
         for _ in range(50):
             await conn.send({"boom": True})
         await quote(conn, "m1")

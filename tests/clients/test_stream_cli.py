@@ -15,14 +15,10 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from broker.stream_command import (
-    CLEAR_SCREEN,
-    STOP_SIGNALS,
-    PriceTable,
-    _discover_polymarket_markets,
-    install_stop_signals,
-    stream,
-)
+from broker.price_sources import _discover_polymarket_markets
+from broker.price_table import CLEAR_SCREEN, PriceTable
+from broker.signals import STOP_SIGNALS, install_stop_signals
+from broker.stream_command import stream
 from markets.models import MarketPrice, Platform, PriceStatus
 from markets.polymarket.client import HybridPolymarketClient
 from markets.sim.kalshi.simulator import KalshiSimulator

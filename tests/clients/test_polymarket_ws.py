@@ -21,21 +21,12 @@ from markets.polymarket.ws_client import PolymarketWebSocketClient
 from markets.sim.faults import FaultPlan
 from markets.sim.polymarket import PolymarketFaultPlan, PolymarketSimulator
 from markets.sim.universe import SimMarket, build_universe
-from tests.clients.conftest import WskScriptedVenue
+from tests.clients.conftest import WskScriptedVenue, wsk_eventually
 
 HUNDREDTHS_TO_UNITS = 10_000
 """The simulator counts hundredths of a share; books count 10**-6 of a share."""
 
 FAST = {"backoff_initial": 0.01, "backoff_max": 0.1, "resync_timeout": 1.0, "ping_interval": 0.2}
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def matches_truth(client: PolymarketWebSocketClient, sim: PolymarketSimulator, market_id: str) -> bool:
@@ -50,7 +41,7 @@ def matches_truth(client: PolymarketWebSocketClient, sim: PolymarketSimulator, m
 
 async def converged(client: PolymarketWebSocketClient, sim: PolymarketSimulator, market_ids: list[str],
                     timeout: float = 5.0) -> None:
-    await until(lambda: all(matches_truth(client, sim, m) for m in market_ids), timeout,
+    await wsk_eventually(lambda: all(matches_truth(client, sim, m) for m in market_ids), timeout,
                 f"books of {len(market_ids)} market(s) to match the simulator")
 
 
@@ -147,7 +138,7 @@ async def test_inconsistent_best_is_caught_resynced_and_repaired(
     await client.subscribe([market.condition_id])
     await converged(client, sim, [market.condition_id])
     await step(sim, [market], 12)
-    await until(lambda: client.stats.gaps >= 1, what="a best_bid/best_ask mismatch")
+    await wsk_eventually(lambda: client.stats.gaps >= 1, what="a best_bid/best_ask mismatch")
     assert client.stats.resyncs >= 1
     assert PriceStatus.RESYNCING in {p.status for p in seen if p.market_id == market.condition_id}
     sim.apply_faults_now(PolymarketFaultPlan())
@@ -165,7 +156,7 @@ async def test_tick_size_change_opens_an_epoch_until_the_next_book(
     await converged(client, sim, [market.condition_id])
     new_tick = 10 if sim.tick_size(market.yes_token_id) == 100 else 100
     sim.change_tick_size(market.condition_id, new_tick)
-    await until(lambda: any(p.status is PriceStatus.RESYNCING for p in seen), what="the epoch to start")
+    await wsk_eventually(lambda: any(p.status is PriceStatus.RESYNCING for p in seen), what="the epoch to start")
     await converged(client, sim, [market.condition_id])
     book = client.book(market.condition_id)
     assert isinstance(book, PolymarketOrderBook) and book.tick_size == new_tick
@@ -190,7 +181,7 @@ async def test_without_ping_the_venue_drops_the_socket_and_the_client_reconnects
         ids = [quick.universe.markets[0].yes_token_id]
         await client.subscribe(ids)
         await converged(client, quick, ids)
-        await until(lambda: client.stats.reconnects >= 1, what="the venue to drop an unpinged socket")
+        await wsk_eventually(lambda: client.stats.reconnects >= 1, what="the venue to drop an unpinged socket")
         assert client.stats.disconnects["peer_closed"] >= 1
         await converged(client, quick, ids)
         await client.close()
@@ -205,7 +196,7 @@ async def test_reconnect_replays_the_initial_subscribe_then_operations(
     await converged(client, sim, [first.condition_id])
     sim.faults = FaultPlan()  # connections opened from now on behave
     await step(sim, [first], 3)
-    await until(lambda: client.stats.reconnects >= 1, what="the fault to drop the socket")
+    await wsk_eventually(lambda: client.stats.reconnects >= 1, what="the fault to drop the socket")
     await step(sim, [first], 2)
     await converged(client, sim, [first.condition_id])
     await client.subscribe([second.condition_id])  # an `operation` on the new session
@@ -257,7 +248,7 @@ async def test_twenty_markets_stream_concurrently(make_client: Callable[..., Pol
             await converged(client, big, ids)
             await step(big, big.universe.markets, 10)
             await converged(client, big, ids)
-            await until(lambda: received == set(ids), what="a streamed price for every market")
+            await wsk_eventually(lambda: received == set(ids), what="a streamed price for every market")
         finally:
             consumer.cancel()
             await asyncio.gather(consumer, return_exceptions=True)
@@ -284,9 +275,9 @@ async def test_malformed_frames_are_survived_and_counted(
                            negative_size_every=11, duplicate_every=3)
     client = make_client()
     await client.subscribe(ids)
-    await until(lambda: all(client.latest_price(m) is not None for m in ids), what="first snapshots")
+    await wsk_eventually(lambda: all(client.latest_price(m) is not None for m in ids), what="first snapshots")
     await step(sim, markets, 25)
-    await until(lambda: sum(client.stats.rejected.values()) >= 6, what="bad frames to be counted")
+    await wsk_eventually(lambda: sum(client.stats.rejected.values()) >= 6, what="bad frames to be counted")
     rejected = client.stats.rejected
     assert rejected["malformed_json"] >= 1 and rejected["unknown_event_type"] >= 1
     assert rejected["bad_price_change"] + rejected["bad_book"] >= 1
@@ -314,7 +305,7 @@ async def test_a_silently_stalled_feed_is_noticed_and_reconnected(
 
     mover = asyncio.create_task(keep_moving())
     try:
-        await until(lambda: client.stats.reconnects >= 1, what="the stalled socket to be replaced")
+        await wsk_eventually(lambda: client.stats.reconnects >= 1, what="the stalled socket to be replaced")
     finally:
         mover.cancel()
         await asyncio.gather(mover, return_exceptions=True)
@@ -342,20 +333,20 @@ async def test_after_a_reconnect_no_update_applies_before_the_new_book(wsk_venue
         first = await wsk_venue.accept()
         assert (await first.recv_json())["type"] == "market"
         await first.send(book("0.50", "10"))
-        await until(lambda: client.latest_price(token) is not None)
+        await wsk_eventually(lambda: client.latest_price(token) is not None)
         await first.close()
         second = await wsk_venue.accept()
         assert (await second.recv_json()) == {"assets_ids": [token], "initial_dump": True, "type": "market"}
-        await until(lambda: client.book(token).status is PriceStatus.STALE)  # type: ignore[union-attr]
+        await wsk_eventually(lambda: client.book(token).status is PriceStatus.STALE)  # type: ignore[union-attr]
         before = client.stats.messages
         entry = {"asset_id": token, "price": "0.50", "size": "7", "side": "BUY", "best_bid": "0.50", "best_ask": "0.52"}
         await second.send({"event_type": "price_change", "market": "0x01", "timestamp": "2", "price_changes": [entry]})
-        await until(lambda: client.stats.messages == before + 1, what="the update to be handled")
+        await wsk_eventually(lambda: client.stats.messages == before + 1, what="the update to be handled")
         assert client.book(token).status is PriceStatus.STALE  # type: ignore[union-attr]
         assert client.book(token).bids == {5000: 10_000_000}  # type: ignore[union-attr]
         assert client.stats.dropped["awaiting_snapshot"] == 1
         await second.send(book("0.49", "4"))
-        await until(lambda: client.book(token).status is PriceStatus.LIVE)  # type: ignore[union-attr]
+        await wsk_eventually(lambda: client.book(token).status is PriceStatus.LIVE)  # type: ignore[union-attr]
         assert client.book(token).bids == {4900: 4_000_000}  # type: ignore[union-attr]
         assert [p.status for p in seen] == [PriceStatus.LIVE, PriceStatus.STALE, PriceStatus.LIVE]
     finally:

@@ -98,7 +98,7 @@ def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n
     if not is_loopback(host) and not allow_remote:
         raise click.BadParameter(f"{host!r} is not a loopback address; add --allow-remote to "
                                  "serve the simulators beyond this machine", param_hint="--host")
-    send_log = SendLog(path=send_log_path) if send_log_path is not None else SendLog()
+    send_log = SendLog(path=send_log_path)
     venues = SimulatedVenues(n_markets=n_markets, seed=seed, rate=rate, host=host,
                              kalshi_port=kalshi_port, polymarket_port=polymarket_port,
                              faults=faults, key_dir=key_dir, send_log=send_log)

@@ -6,8 +6,9 @@ options into `StreamOptions`, opens one price source per venue
 `PriceTable`, and renders that table (`broker.price_table`).
 
 With no venue configuration at all the simulators are started in-process, so
-the command works out of the box and in CI.  Any Kalshi option (or its
-environment variable) switches Kalshi to the real venue.
+the command works out of the box and in CI.  Any option of a venue (or its
+environment variable) streams that venue from the given endpoint, production
+by default; a venue left unconfigured is then not streamed at all.
 """
 
 from __future__ import annotations

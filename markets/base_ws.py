@@ -341,12 +341,7 @@ class BaseWebSocketClient(abc.ABC):
 
     async def unsubscribe(self, market_ids: Iterable[str]) -> None:
         """Unsubscribe on the wire and forget the books, prices and counters of the markets."""
-        by_connection: dict[WebSocketConnection, list[str]] = {}
-        for market_id in dict.fromkeys(market_ids):
-            connection = self._conn_of.get(market_id)
-            if connection is not None:
-                by_connection.setdefault(connection, []).append(market_id)
-        for connection, ids in by_connection.items():
+        for connection, ids in self._by_connection(dict.fromkeys(market_ids)).items():
             frames = self._build_unsubscribe_message(ids)
             connection.markets.difference_update(ids)
             for market_id in ids:
@@ -430,7 +425,7 @@ class BaseWebSocketClient(abc.ABC):
         emitted once) and ask for fresh snapshots. A market whose snapshot is already
         on its way keeps that request, unless `restart` (the request is known lost)."""
         now = time.time_ns()
-        fresh: dict[WebSocketConnection, list[str]] = {}
+        fresh: list[str] = []
         for market_id in market_ids:
             book = self._books.get(market_id)
             if book is None:
@@ -438,8 +433,8 @@ class BaseWebSocketClient(abc.ABC):
             book.mark_resyncing()
             self._emit(book, now)
             if restart or market_id not in self._awaiting:
-                fresh.setdefault(self._conn_of[market_id], []).append(market_id)
-        for connection, ids in fresh.items():
+                fresh.append(market_id)
+        for connection, ids in self._by_connection(fresh).items():
             held = self._log_limit.allow("resync")
             if held is not None:
                 log.warning("%s: resyncing %d market(s) (%s): %s (%d similar not logged)", connection.name,
@@ -449,12 +444,8 @@ class BaseWebSocketClient(abc.ABC):
     def _retry_snapshots(self, market_ids: Iterable[str]) -> None:
         """A snapshot request failed outright: take the next step of the ladder now
         instead of waiting for its deadline."""
-        by_connection: dict[WebSocketConnection, list[str]] = {}
-        for market_id in market_ids:
-            if market_id in self._books:
-                by_connection.setdefault(self._conn_of[market_id], []).append(market_id)
         now = time.time_ns()
-        for connection, ids in by_connection.items():
+        for connection, ids in self._by_connection(market_ids).items():
             self._advance(connection, ids, now)
 
     def _close_market(self, market_id: str, reason: str) -> None:
@@ -612,6 +603,17 @@ class BaseWebSocketClient(abc.ABC):
                 target = self._add_connection()
             assignment.setdefault(target, []).append(market_id)
         return assignment
+
+    def _by_connection(self, market_ids: Iterable[str]) -> dict[WebSocketConnection, list[str]]:
+        """Subscribed markets grouped by the connection that carries them, in the given order;
+        ids not (or no longer) subscribed are skipped, as frames for them would be wrong."""
+        conn_of = self._conn_of
+        groups: dict[WebSocketConnection, list[str]] = {}
+        for market_id in market_ids:
+            connection = conn_of.get(market_id)
+            if connection is not None:
+                groups.setdefault(connection, []).append(market_id)
+        return groups
 
     def _backoff_delay(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 32))

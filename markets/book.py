@@ -105,8 +105,11 @@ class LocalOrderBook:
     def is_empty(self) -> bool:
         return not self.bids and not self.asks
 
-    def to_market_price(self, recv_ts_ns: int = 0, seq: int = 0) -> MarketPrice:
-        """The normalized record; an empty side is None, never a placeholder price."""
+    def to_market_price(self, recv_ts_ns: int = 0) -> MarketPrice:
+        """The normalized record; an empty side is None, never a placeholder price.
+
+        `publish_ts_ns` and `seq` stay 0: they belong to whoever publishes the record
+        (the design has the publishing worker assign the per-market sequence)."""
         scale = 10**self.size_places
         bid, ask, last = self._best_bid, self._best_ask, self.last_trade_ticks
         return MarketPrice(
@@ -120,8 +123,6 @@ class LocalOrderBook:
             None if last is None else last / TICKS_PER_DOLLAR,
             self.venue_ts_ms,
             recv_ts_ns,
-            0,
-            seq,
         )
 
     # -- level primitives ----------------------------------------------------------
@@ -321,8 +322,6 @@ class PolymarketOrderBook(LocalOrderBook):
         else:
             raise ValueError(f"{self.token_id}: side must be 'BUY' or 'SELL', got {side!r}")
         return self._touch(ts_ms) | set_level(ticks, units)
-
-    apply_price_change = apply_delta
 
     def apply_tick_size_change(self, new_tick_size: str | float,
                                old_tick_size: str | float | None = None) -> bool:

@@ -84,9 +84,8 @@ class WebSocketConnection:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
         if task is not None:
+            task.cancel()  # a no-op on a supervisor that already ended
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

@@ -47,9 +47,9 @@ class ClientStats:
     `rejected` counts bad frames by reason (malformed JSON, unknown type, a wrong
     field, an impossible level, ...); `dropped` counts frames discarded on purpose
     (duplicates, deltas that arrive while a snapshot is awaited, frames for a market
-    just unsubscribed). `bytes` counts characters of text frames (JSON is ASCII, so
-    that is bytes). `last_message_ns` is the receive time of the last data frame per
-    market.
+    just unsubscribed). `bytes` counts the characters of every frame handled, text or
+    UTF-8 binary (JSON is ASCII, so that is bytes). `last_message_ns` is the receive
+    time of the last data frame per market.
     """
 
     messages: int = 0

@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from benchstats import print_settings
 from markets.book import KalshiOrderBook, LocalOrderBook, PolymarketOrderBook
 from markets.models import format_fixed, format_price
 
@@ -47,7 +48,7 @@ def polymarket_updates(count: int, rng: random.Random) -> tuple[list[dict], list
     for _ in range(count):
         side = rng.choice(("BUY", "SELL"))
         price = rng.randrange(3500, 5000, 100) if side == "BUY" else rng.randrange(5100, 6500, 100)
-        size = "0" if rng.random() < 0.1 else f"{rng.randint(1, 500_000) / 100:.2f}"
+        size = "0" if rng.random() < 0.1 else format_fixed(rng.randint(1, 500_000), 2)
         updates.append((format_price(price), size, side))
     return bids, asks, updates
 
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    print_settings(args)
     rng = random.Random(args.seed)
 
     yes, no, k_updates = kalshi_updates(args.updates, rng)

@@ -32,20 +32,17 @@ from pathlib import Path
 
 import aiohttp
 
+from benchstats import percentile, print_settings
 from markets.kalshi.auth import KalshiCredentials
 from markets.kalshi.ws_client import KalshiWebSocketClient
 from markets.models import PriceStatus
 from markets.price_queue import LatestPriceQueue
 from markets.sim.keys import generate_demo_keypair
+from markets.sim.sendlog import read_send_log
 from markets.sim.universe import build_universe
 
 SEED = 3
 STARTUP_TIMEOUT = 30.0
-
-
-def percentile(values: list[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- 1. parse + apply ----------------------------------------------------------------
@@ -208,12 +205,8 @@ def bench_end_to_end(credentials: KalshiCredentials, public_pem: bytes, markets:
             frame = orjson.loads(data)
             if frame.get("type") == "orderbook_delta":
                 wanted[f"{frame['sid']}:{frame['seq']}"] = recv_ns
-        latencies = []
-        with log_path.open() as f:
-            for line in f:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) == 4 and parts[2] in wanted:
-                    latencies.append(wanted[parts[2]] - int(parts[3]))
+        latencies = [wanted[record.key] - record.send_ns for record in read_send_log(log_path)
+                     if record.key in wanted]
     frames = len(client.samples)
     print(f"end to end @ {rate:g} updates/s/market x {markets} markets: {frames / elapsed:,.0f} frames/s "
           f"received over {elapsed:.1f} s; reconnects {client.stats.reconnects}, "
@@ -232,6 +225,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args()
+    print_settings(args)
     with tempfile.TemporaryDirectory() as tmp:
         key_id, path, public_pem = generate_demo_keypair(Path(tmp))
         credentials = KalshiCredentials.from_files(key_id, path)

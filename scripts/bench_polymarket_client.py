@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from benchstats import percentile, print_settings
 from markets.polymarket.client import PolymarketClient
 from markets.polymarket.ws_client import PolymarketWebSocketClient
 from markets.sim.polymarket import PolymarketSimulator
@@ -40,11 +41,6 @@ from markets.sim.universe import build_universe
 
 IDLE = 0.3
 """Seconds without a frame that end a recording."""
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def record_frames(sim: PolymarketSimulator, steps: int) -> list[str]:
@@ -234,6 +230,7 @@ def main() -> None:
     parser.add_argument("--e2e-seconds", type=float, default=5.0)
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args()
+    print_settings(args)
     asyncio.run(bench_handler(args.markets, args.steps, args.runs))
     if not args.skip_e2e:
         asyncio.run(bench_e2e(args.markets, args.e2e_rate, args.e2e_seconds))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import multiprocessing
 import os
 import tempfile
@@ -28,9 +27,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from benchstats import print_settings
+from markets.kalshi.auth import KalshiCredentials
 from markets.sim.keys import generate_demo_keypair
 from markets.sim.universe import build_universe
 
@@ -62,16 +61,6 @@ def _serve(venue: str, markets: int, rate: float, key: tuple[str, bytes] | None,
                 await asyncio.sleep(0.1)
 
     asyncio.run(main())
-
-
-def _kalshi_headers(key_id: str, private_key: rsa.RSAPrivateKey) -> dict[str, str]:
-    stamp = str(time.time_ns() // 1_000_000)
-    signature = private_key.sign(
-        f"{stamp}GET{KALSHI_WS_PATH}".encode(),
-        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH),
-        hashes.SHA256())
-    return {"KALSHI-ACCESS-KEY": key_id, "KALSHI-ACCESS-TIMESTAMP": stamp,
-            "KALSHI-ACCESS-SIGNATURE": base64.b64encode(signature).decode()}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -127,14 +116,13 @@ async def _count(url: str, headers: dict[str, str], subscribe: dict[str, Any], p
 def run(venue: str, markets: int, rate: float, warmup: float, duration: float) -> None:
     ctx = multiprocessing.get_context("spawn")
     key: tuple[str, bytes] | None = None
-    private_key: rsa.RSAPrivateKey | None = None
+    credentials: KalshiCredentials | None = None
     headers: dict[str, str] = {}
     if venue == "kalshi":
         with tempfile.TemporaryDirectory() as tmp:
             key_id, path, public_pem = generate_demo_keypair(Path(tmp))
-            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        assert isinstance(loaded, rsa.RSAPrivateKey)
-        private_key, key = loaded, (key_id, public_pem)
+            credentials = KalshiCredentials.from_files(key_id, path)
+        key = (key_id, public_pem)
     port_in, port_out = ctx.Pipe(duplex=False)
     stop = ctx.Event()
     child = ctx.Process(target=_serve, args=(venue, markets, rate, key, port_out, stop), daemon=True)
@@ -147,8 +135,8 @@ def run(venue: str, markets: int, rate: float, warmup: float, duration: float) -
         if venue == "kalshi":
             tickers = [m.kalshi_ticker for m in universe.markets]
             url = f"ws://127.0.0.1:{port}{KALSHI_WS_PATH}"
-            assert key is not None and private_key is not None
-            headers = _kalshi_headers(key[0], private_key)
+            assert credentials is not None
+            headers = credentials.sign("GET", KALSHI_WS_PATH)
             subscribe: dict[str, Any] = {"id": 1, "cmd": "subscribe", "params": {
                 "channels": ["orderbook_delta"], "market_tickers": tickers, "use_yes_price": False}}
             ping_text = None
@@ -179,6 +167,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args()
+    print_settings(args)
     for venue in ("kalshi", "polymarket") if args.venue == "both" else (args.venue,):
         run(venue, args.markets, args.rate, args.warmup, args.duration)
 

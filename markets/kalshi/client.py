@@ -310,12 +310,17 @@ class KalshiClient(BaseMarketClient):
 
     # -- events and series ---------------------------------------------------------
 
+    @staticmethod
+    def _event_filters(status: str | None, series_ticker: str | None, with_nested_markets: bool | None,
+                       extra: Mapping[str, ParamValue]) -> dict[str, ParamValue]:
+        return {"status": status, "series_ticker": series_ticker,
+                "with_nested_markets": with_nested_markets, **extra}
+
     async def get_events_page(
         self, *, limit: int = 100, cursor: str | None = None, status: str | None = None,
         series_ticker: str | None = None, with_nested_markets: bool | None = None, **extra: ParamValue,
     ) -> Page:
-        params: dict[str, ParamValue] = {"status": status, "series_ticker": series_ticker,
-                                         "with_nested_markets": with_nested_markets, **extra}
+        params = self._event_filters(status, series_ticker, with_nested_markets, extra)
         params.update(limit=self._limit(limit, MAX_EVENTS_PAGE), cursor=cursor)
         return await self._page("/events", "events", params)
 
@@ -323,9 +328,8 @@ class KalshiClient(BaseMarketClient):
         self, *, page_size: int = 200, max_pages: int | None = None, status: str | None = None,
         series_ticker: str | None = None, with_nested_markets: bool | None = None, **extra: ParamValue,
     ) -> AsyncGenerator[dict[str, Any], None]:
-        params: dict[str, ParamValue] = {"status": status, "series_ticker": series_ticker,
-                                         "with_nested_markets": with_nested_markets, **extra,
-                                         "limit": self._limit(page_size, MAX_EVENTS_PAGE)}
+        params = self._event_filters(status, series_ticker, with_nested_markets, extra)
+        params["limit"] = self._limit(page_size, MAX_EVENTS_PAGE)
         return self._iterate("/events", "events", params, max_pages)
 
     async def get_event(self, event_ticker: str, *, with_nested_markets: bool = False) -> dict[str, Any]:

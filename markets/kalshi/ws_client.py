@@ -38,13 +38,12 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from markets.base_ws import BaseWebSocketClient
 from markets.book import BookError, BookNotReady, KalshiOrderBook
-from markets.kalshi.auth import KalshiCredentials
+from markets.kalshi.auth import KalshiCredentials, signing_path
 from markets.models import Platform, venue_timestamp_ms
 from markets.ws_connection import WebSocketConnection
 
@@ -111,7 +110,7 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         self.channels = chosen
         self.markets_per_subscription = markets_per_subscription
         self._credentials = credentials
-        self._sign_path = urlsplit(url).path or "/trade-api/ws/v2"
+        self._sign_path = signing_path(url) or "/trade-api/ws/v2"
         self._next_id = 1
         self._conn: WebSocketConnection | None = None
         self._subs: dict[int, _Subscription] = {}
@@ -187,9 +186,7 @@ class KalshiWebSocketClient(BaseWebSocketClient):
                 continue
             keep = [t for t in sub.tickers if t not in remove]
             if sub.channel == BOOK:
-                for ticker in gone:
-                    if self._book_sid.get(ticker) == sid:
-                        del self._book_sid[ticker]
+                self._forget_book_sid(sid, gone)
             if keep and sub.channel in _UPDATABLE:
                 sub.tickers = keep
                 frames.append(self._command("update_subscription", {
@@ -208,6 +205,13 @@ class KalshiWebSocketClient(BaseWebSocketClient):
                     for channel in channels.intersection(command.channels):
                         command.cancelled.setdefault(channel, set()).update(remove.intersection(command.tickers))
         return frames
+
+    def _forget_book_sid(self, sid: int, tickers: Iterable[str]) -> None:
+        """Unmap `tickers` from `sid`; a ticker already resubscribed under a newer sid keeps that one."""
+        book_sid = self._book_sid
+        for ticker in tickers:
+            if book_sid.get(ticker) == sid:
+                del book_sid[ticker]
 
     def _build_subscribe_message(self, market_ids: list[str]) -> list[str]:
         return self._subscribe_frames(market_ids, self.channels)
@@ -441,9 +445,7 @@ class KalshiWebSocketClient(BaseWebSocketClient):
             if self._conn is not None:
                 self._conn.request_reconnect(f"terminal_error_{code}")
         elif sub.channel == BOOK:
-            for ticker in sub.tickers:
-                if self._book_sid.get(ticker) == sub.sid:
-                    del self._book_sid[ticker]
+            self._forget_book_sid(sub.sid, sub.tickers)
             self._resync(sub.tickers, f"subscription {sub.sid} ended by error {code}", restart=True)
         elif self._conn is not None:
             self._conn.queue(self._subscribe_frames(sub.tickers, (sub.channel,)))

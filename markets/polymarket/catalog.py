@@ -21,6 +21,9 @@ from typing import Any
 from markets.models import parse_price_ticks, ticks_to_dollars
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 class CatalogDecodeError(ValueError):
     """A market record whose outcome/token fields cannot be decoded or paired."""
 
@@ -258,11 +261,10 @@ def decode_clob_market(raw: Mapping[str, Any]) -> PolymarketMarketInfo:
 
 
 def is_condition_id(market_id: str) -> bool:
-    """Condition ids are ``0x`` + 64 hex digits; token ids are long decimal strings."""
-    if len(market_id) != 66 or not market_id.startswith(("0x", "0X")):
-        return False
-    try:
-        int(market_id[2:], 16)
-    except ValueError:
-        return False
-    return True
+    """Condition ids are ``0x`` + 64 hex digits; token ids are long decimal strings.
+
+    Digits are checked one by one: `int(text, 16)` would also take ``_`` separators,
+    a sign or surrounding spaces, none of which a condition id can hold.
+    """
+    return (len(market_id) == 66 and market_id.startswith(("0x", "0X"))
+            and all(c in _HEX_DIGITS for c in market_id[2:]))

@@ -29,7 +29,15 @@ from typing import Any
 from markets.base import BaseMarketClient, JSONValue, ParamValue, VenueError, path_segment
 from markets.book import BookError, PolymarketOrderBook
 from markets.hybrid import WebSocketPrices
-from markets.models import TICKS_PER_DOLLAR, MarketPrice, Platform, PriceStatus, parse_price_ticks, ticks_to_dollars
+from markets.models import (
+    TICKS_PER_DOLLAR,
+    MarketPrice,
+    Platform,
+    PriceStatus,
+    parse_price_ticks,
+    ticks_to_dollars,
+    venue_timestamp_ms,
+)
 from markets.polymarket.catalog import (
     CatalogDecodeError,
     GammaEvent,
@@ -64,12 +72,13 @@ HISTORY_INTERVALS = frozenset({"1h", "6h", "1d", "1w", "1m", "max"})
 
 
 def _ms(value: Any) -> int | None:
-    """The venue's millisecond-string timestamps; anything else (an ISO date) is not trusted."""
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
+    """The book's millisecond timestamp, or None when it is not one (an ISO date, a negative
+    or oversized number): a book summary stays usable without its stamp, but a stamp the bus
+    codec would refuse must never reach a `MarketPrice`."""
+    try:
+        return venue_timestamp_ms(value)
+    except ValueError:
+        return None
 
 
 def _quote_ticks(value: Any, empty: int) -> int | None:

@@ -27,8 +27,9 @@ class SendLog:
     """Bounded in-memory ring of `SendRecord`s, optionally mirrored to a file.
 
     File lines are tab-separated `venue, market_id, key, send_ns`; they are
-    buffered and written out on `flush()` (the simulators flush once per driver
-    round) so that logging never costs a syscall per frame.
+    buffered and written out on `flush()` (the simulators' driver flushes once
+    per wake-up, after its batch of updates) so that logging never costs a
+    syscall per frame.
     """
 
     def __init__(self, maxlen: int = 1_000_000, path: Path | None = None) -> None:

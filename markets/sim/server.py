@@ -48,7 +48,10 @@ class _Drop:
 
 
 _DROP = _Drop()
-_Item = tuple[str, str | None, str | None] | _Drop
+Stamps = tuple[tuple[str, str], ...]
+"""(market id, send-log key) pairs of one frame: one for a Kalshi frame, one per
+entry for a Polymarket frame that batches several."""
+_Item = tuple[str, Stamps] | _Drop
 
 
 class Outbound:
@@ -56,8 +59,9 @@ class Outbound:
 
     Data frames count against `limit`; `put` reports overflow and leaves the
     decision (e.g. Kalshi's error 25) to the venue.  Control frames (command
-    replies, errors) are always queued.  Each data frame is stamped in the
-    send log immediately before it is written.
+    replies, errors) are always queued.  Each data frame's stamps go to the
+    send log immediately before it is written, so the log holds send times,
+    not queueing times.
     """
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, venue: str,
@@ -71,16 +75,16 @@ class Outbound:
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._write_loop(), name=f"{venue}-ws-writer")
 
-    def put(self, text: str, market_id: str | None = None, key: str | None = None) -> bool:
+    def put(self, text: str, stamps: Stamps = ()) -> bool:
         """Queue a data frame; False (and nothing queued) if the buffer is full."""
         if len(self._queue) >= self.limit:
             return False
-        self._queue.append((text, market_id, key))
+        self._queue.append((text, stamps))
         self._wakeup.set()
         return True
 
     def put_control(self, text: str) -> None:
-        self._queue.append((text, None, None))
+        self._queue.append((text, ()))
         self._wakeup.set()
 
     def put_drop(self) -> None:
@@ -110,9 +114,9 @@ class Outbound:
                 if isinstance(item, _Drop):
                     self.abort()
                     return
-                text, market_id, key = item
-                if key is not None:
-                    stamp(self._venue, market_id or "", key)
+                text, stamps = item
+                for market_id, key in stamps:
+                    stamp(self._venue, market_id, key)
                 await ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:
             log.debug("%s writer stopped: %s", self._venue, exc)

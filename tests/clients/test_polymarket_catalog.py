@@ -115,3 +115,6 @@ def test_condition_ids_are_told_from_token_ids() -> None:
     assert is_condition_id(CONDITION)
     assert not is_condition_id("71321045679252212594626385532706912750332728571942532289631379312455583992563")
     assert not is_condition_id("0x" + "zz" * 32)
+    # int(..., 16) would take a digit separator or a leading space
+    assert not is_condition_id("0x" + "a_b" + "c" * 61)
+    assert not is_condition_id("0x " + "c" * 63)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from markets.models import TICKS_PER_DOLLAR
+from markets.models import KALSHI_SIZE_PLACES, TICKS_PER_DOLLAR, parse_fixed
 from markets.sim.kalshi import wire
 from markets.sim.kalshi.auth import KEY_HEADER, AuthError
 from markets.sim.universe import SimMarket
@@ -324,7 +324,7 @@ class KalshiRest:
         tif = _enum_field(body, "time_in_force", TIME_IN_FORCE)
         stp = _enum_field(body, "self_trade_prevention_type", SELF_TRADE)
         count_text = _str_field(body, "count")
-        if not _COUNT.match(count_text) or Decimal(count_text) <= 0:
+        if not _COUNT.match(count_text) or (count := parse_fixed(count_text, KALSHI_SIZE_PLACES)) <= 0:
             raise BadRequest(f"count must be a positive fixed-point string with 0-2 decimals, got {count_text!r}")
         price_text = _str_field(body, "price")
         price = _price_ticks(price_text)
@@ -344,7 +344,7 @@ class KalshiRest:
             raise BadRequest("client_order_id must be a string")
         return RecordedOrder(
             order_id=str(uuid.uuid4()), client_order_id=client_order_id, key_id=key_id,
-            ticker=ticker, side=side, price=price, count=int(Decimal(count_text) * 100),
+            ticker=ticker, side=side, price=price, count=count,
             time_in_force=tif, self_trade_prevention_type=stp,
             ts_ms=time.time_ns() // 1_000_000, body=body)
 

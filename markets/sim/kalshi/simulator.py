@@ -231,8 +231,8 @@ class KalshiSimulator(SimServer):
                 msg_json = wire.dumps(msg)
                 for sub in trade_subs:
                     sub.conn.send_data(sub, "trade", msg, msg_json, ticker)
-        ticker_subs = self._subscribers(TICKER, ticker)
         if self._top_changed(ticker) or trades:
+            ticker_subs = self._subscribers(TICKER, ticker)
             if ticker_subs:
                 msg = self.ticker_msg(market, ts_ms)
                 msg_json = wire.dumps(msg)

@@ -352,7 +352,7 @@ class KalshiConnection:
                 sub.ticker_frames += 1
                 text = wire.data_frame(frame_type, sub.sid, None, msg_json)
                 key = f"{sub.sid}:{frame_type}:{sub.ticker_frames}"
-            if not self.out.put(text, ticker, key):
+            if not self.out.put(text, ((ticker, key),)):
                 self.terminate(sub, E_OVERFLOW)
             return
         if faults.stalled:
@@ -376,7 +376,7 @@ class KalshiConnection:
         elif faults.replace is not None:
             bad = wire.corrupt_msg(msg, faults.replace, old_size)
             text = wire.data_frame(frame_type, sub.sid, seq, wire.dumps(bad))
-        if not self.out.put(text, ticker, key):
+        if not self.out.put(text, ((ticker, key),)):
             self.terminate(sub, E_OVERFLOW)
             return
         if faults.duplicate:

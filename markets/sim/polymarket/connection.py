@@ -10,15 +10,14 @@ reading is cut off (as a real venue would) instead of stalling the market.
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 from aiohttp import web
 
 from markets.sim.faults import NO_FAULTS, FaultState
 from markets.sim.sendlog import SendLog
-from markets.sim.server import Outbound
+from markets.sim.server import Outbound, Stamps
 
-from .frames import Frame, PolymarketFaultPlan, corrupted_text, inconsistent_top_text, split_stamp_key
+from .frames import Frame, PolymarketFaultPlan, corrupted_text, inconsistent_top_text
 from .frames import unknown_event_text
 
 log = logging.getLogger(__name__)
@@ -26,32 +25,14 @@ log = logging.getLogger(__name__)
 VENUE = "polymarket"
 
 
-class EntryStamper:
-    """The send-log face `Outbound` writes through, one record per hash in a frame.
-
-    `Outbound` stamps one key per frame; a Polymarket frame carries a hash per
-    `price_change` entry (or per book of a dump), so the packed key is unpacked
-    here and every hash is recorded against its own asset id.
-    """
-
-    def __init__(self, send_log: SendLog) -> None:
-        self._log = send_log
-
-    def stamp(self, venue: str, market_id: str, key: str) -> int:
-        now = 0
-        for asset_id, hash_ in split_stamp_key(key):
-            now = self._log.stamp(venue, asset_id, hash_)
-        return now
-
-
 class Connection:
     """Per-socket state; `deliver` is called from the driver and never awaits."""
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, faults: FaultState,
-                 stamper: EntryStamper, outbound_limit: int, now: float) -> None:
+                 send_log: SendLog, outbound_limit: int, now: float) -> None:
         self.ws = ws
         self.faults = faults
-        self.outbound = Outbound(ws, request, VENUE, cast(SendLog, stamper), outbound_limit)
+        self.outbound = Outbound(ws, request, VENUE, send_log, outbound_limit)
         self.assets: set[str] = set()
         self.initialized = False
         self.custom_features = False
@@ -82,12 +63,12 @@ class Connection:
             if decision.stalled:
                 return
             if decision.unknown_type:
-                self._put(unknown_event_text(frame), None)
+                self._put(unknown_event_text(frame), ())
             if decision.replace is not None:
                 text = corrupted_text(frame, decision.replace)
-        self._put(text, frame.stamp_key)
+        self._put(text, frame.stamps)
         if decision.duplicate:
-            self._put(text, frame.stamp_key)
+            self._put(text, frame.stamps)
         if decision.drop_after_send:
             self.abort("fault plan: drop_after")
 
@@ -98,8 +79,8 @@ class Connection:
             self.closing = True
             self.outbound.put_drop()
 
-    def _put(self, text: str, stamp_key: str | None) -> None:
-        if not self.outbound.put(text, None, stamp_key):
+    def _put(self, text: str, stamps: Stamps) -> None:
+        if not self.outbound.put(text, stamps):
             self.abort(f"slow consumer: {self.outbound.limit} frames unread")
 
     def _inconsistent_top_due(self) -> bool:

@@ -10,6 +10,7 @@ is what a client's cross-check (there are no sequence numbers here) must catch.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,9 @@ import orjson
 
 from markets.models import TICKS_PER_DOLLAR
 from markets.sim.faults import Corruption, FaultPlan, malformed_text, truncated_text
+from markets.sim.server import Stamps
 
 from .wire import price_text
-
-STAMP_SEPARATOR = "|"
-"""Joins the (asset, hash) pairs of a multi-entry frame into one send-log key."""
 
 UNKNOWN_EVENT_TYPE = "market_stats"
 
@@ -36,30 +35,20 @@ class PolymarketFaultPlan(FaultPlan):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One data frame: its payload (for corruption), its text, and its send-log stamp.
+    """One data frame: its payload (for corruption), its text, and its send-log stamps.
 
-    `stamp_key` packs every (asset, hash) pair the frame carries, because a
+    `stamps` holds every (asset, hash) pair the frame carries, because a
     `price_change` or an initial dump holds several hashes and each must be
     findable in the send log.
     """
 
     payload: Any
     text: str
-    stamp_key: str | None
+    stamps: Stamps
 
     @classmethod
-    def build(cls, payload: Any, stamps: list[tuple[str, str]] | None = None) -> Frame:
-        key = STAMP_SEPARATOR.join(f"{asset}={hash_}" for asset, hash_ in stamps) if stamps else None
-        return cls(payload, orjson.dumps(payload).decode(), key)
-
-
-def split_stamp_key(key: str) -> list[tuple[str, str]]:
-    """Inverse of the `stamp_key` packing: [(asset_id, hash), ...]."""
-    pairs = []
-    for part in key.split(STAMP_SEPARATOR):
-        asset, _, hash_ = part.partition("=")
-        pairs.append((asset, hash_))
-    return pairs
+    def build(cls, payload: Any, stamps: Iterable[tuple[str, str]] = ()) -> Frame:
+        return cls(payload, orjson.dumps(payload).decode(), tuple(stamps))
 
 
 def corrupted_text(frame: Frame, corruption: Corruption) -> str:

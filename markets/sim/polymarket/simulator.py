@@ -32,7 +32,7 @@ from markets.sim.universe import SimMarket, Universe
 from . import wire
 from .catalog import Directory, build_listings
 from .clob import ClobRoutes, error_response
-from .connection import Connection, EntryStamper
+from .connection import Connection
 from .frames import Frame
 from .gamma import GammaRoutes
 from .protocol import (INVALID_OPERATION, NO_NEW_ASSETS, PONG, Invalid, Ping, Subscribe,
@@ -297,7 +297,7 @@ class PolymarketSimulator(SimServer):
         ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT, max_msg_size=MAX_CLIENT_MESSAGE)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
-        conn = Connection(ws, request, self.register_ws(ws), EntryStamper(self.send_log),
+        conn = Connection(ws, request, self.register_ws(ws), self.send_log,
                           self.outbound_limit, loop.time())
         self._connections.add(conn)
         try:

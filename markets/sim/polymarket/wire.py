@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from markets.models import TICKS_PER_DOLLAR
+from markets.models import TICKS_PER_DOLLAR, format_fixed, format_price
 
-SIZE_SCALE = 100
+SIZE_PLACES = 2
 """Ladder sizes are hundredths of a share."""
 
 TICK_CENT = 100
@@ -29,12 +29,13 @@ EMPTY_BID = "0"
 EMPTY_ASK = "1"
 
 
+def _minimal(fixed: str) -> str:
+    """Drop the trailing zeros of a fixed-point string, and the point if nothing follows it."""
+    return fixed.rstrip("0").rstrip(".")
+
+
 def _spell(ticks: int) -> str:
-    if ticks >= TICKS_PER_DOLLAR:
-        return "1"
-    if ticks <= 0:
-        return "0"
-    return f"0.{ticks:04d}".rstrip("0")
+    return _minimal(format_price(min(max(ticks, 0), TICKS_PER_DOLLAR)))
 
 
 # Every price is one of 10 001 strings; spelling them once keeps formatting off the
@@ -65,11 +66,7 @@ def padded_price_text(ticks: int, tick: int) -> str:
 
 def size_text(hundredths: int) -> str:
     """Share count without trailing zeros: 7477 -> "74.77", 20000 -> "200"."""
-    whole, frac = divmod(abs(hundredths), SIZE_SCALE)
-    sign = "-" if hundredths < 0 else ""
-    if frac == 0:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:02d}".rstrip("0")
+    return _minimal(format_fixed(hundredths, SIZE_PLACES))
 
 
 def now_ms_text() -> str:
@@ -218,11 +215,8 @@ def best_bid_ask_event(
 ) -> dict[str, str]:
     """`best_bid_ask` (custom features only): top of one token after a change."""
     bid_text, ask_text = top_text(best_bid, best_ask)
-    spread = (
-        price_text(best_ask - best_bid)
-        if best_bid is not None and best_ask is not None
-        else price_text((best_ask or TICKS_PER_DOLLAR) - (best_bid or 0))
-    )
+    # An empty side counts as the edge of the price range (bid 0, ask 1).
+    spread = price_text((TICKS_PER_DOLLAR if best_ask is None else best_ask) - (best_bid or 0))
     return {
         "event_type": "best_bid_ask",
         "market": market,

@@ -73,14 +73,16 @@ WSK_FAST_OPTIONS: dict[str, Any] = {
 }
 
 
-async def wsk_eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll `predicate` until true; fail naming `what` after `timeout` seconds."""
+async def wsk_eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition",
+                         state: Callable[[], object] | None = None) -> None:
+    """Poll `predicate` until true; fail naming `what` (and `state()`, for the record) after `timeout` s."""
     try:
         async with asyncio.timeout(timeout):
             while not predicate():
                 await asyncio.sleep(0.01)
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+        seen = "" if state is None else f"; state: {state()}"
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}") from None
 
 
 class WskScriptedConnection:

@@ -171,14 +171,16 @@ async def test_silent_stall_trips_watchdog_then_recovers(
     sim = await wsk_start_sim(n_markets=3, rate=60.0, faults=FaultPlan(stall_after=40))
     client = wsk_make_client(sim.ws_url, stale_after=0.4, resync_timeout=0.3, receive_timeout=10.0)
     recorder = Recorder(client, tickers_of(sim))
-    await wsk_eventually(lambda: client.stats.stale_trips > 0, what="watchdog trip")
+    stats = client.stats.snapshot  # reported with any failure: this test has failed once, unexplained
+    await wsk_eventually(lambda: client.stats.stale_trips > 0, what="watchdog trip", state=stats)
     sim.faults = FaultPlan()
-    await wsk_eventually(lambda: client.stats.reconnects >= 1, what="escalation to a reconnect")
+    await wsk_eventually(lambda: client.stats.reconnects >= 1, what="escalation to a reconnect", state=stats)
     await wsk_eventually(lambda: all(client.book(t).status is PriceStatus.LIVE  # type: ignore[union-attr]
-                                     for t in tickers_of(sim)), what="recovery")
-    assert client.stats.disconnects["resync_failed"] >= 1
-    assert client.stats.disconnects["receive_timeout"] == 0
-    assert any(recorder.saw(t, PriceStatus.LIVE, PriceStatus.STALE, PriceStatus.LIVE) for t in tickers_of(sim))
+                                     for t in tickers_of(sim)), what="recovery", state=stats)
+    assert client.stats.disconnects["resync_failed"] >= 1, stats()
+    assert client.stats.disconnects["receive_timeout"] == 0, stats()
+    assert any(recorder.saw(t, PriceStatus.LIVE, PriceStatus.STALE, PriceStatus.LIVE)
+               for t in tickers_of(sim)), {t: recorder.statuses(t) for t in tickers_of(sim)}
     await recorder.stop()
 
 

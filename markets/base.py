@@ -31,7 +31,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from email.utils import parsedate_to_datetime
@@ -41,6 +40,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import orjson
 
+from markets.backoff import backoff_delay
 from markets.models import MarketPrice
 
 log = logging.getLogger(__name__)
@@ -309,9 +309,7 @@ class BaseMarketClient(abc.ABC):
     # -- requests ------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter, so synchronized clients do not retry in lockstep."""
-        ceiling = min(self.backoff_max, self.backoff_initial * (2**attempt))
-        return ceiling * random.uniform(0.5, 1.0)
+        return backoff_delay(attempt, self.backoff_initial, self.backoff_max)
 
     async def _request(
         self,

@@ -99,6 +99,7 @@ from typing import ClassVar, Self
 
 import aiohttp
 
+from markets.backoff import backoff_delay
 from markets.book import LocalOrderBook
 from markets.models import MarketPrice, Platform, PriceStatus
 from markets.price_queue import LatestPriceQueue, QueueClosed
@@ -616,5 +617,4 @@ class BaseWebSocketClient(abc.ABC):
         return groups
 
     def _backoff_delay(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 32))
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return backoff_delay(attempt, self.backoff_initial, self.backoff_max, self._rng)

@@ -75,3 +75,4 @@ def test_an_empty_side_stays_empty_in_derived_fields() -> None:
     assert price.no_bid == pytest.approx(0.55)
     assert price.mid is None and price.spread is None
     assert not price.is_crossed
+

@@ -21,7 +21,8 @@ import msgpack
 
 from markets.models import MarketPrice, Platform, PriceStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added `epoch` (the broker's ownership epoch) after `seq`."""
 TOPIC_TERMINATOR = "|"
 
 _FIELD_COUNT = len(MarketPrice._fields)
@@ -50,14 +51,15 @@ def decode(payload: bytes) -> MarketPrice:
     if len(fields) != _FIELD_COUNT + 1:
         raise CodecError(f"MarketPrice payload has {len(fields) - 1} fields, expected {_FIELD_COUNT}")
     (_, market_id, yes_bid, yes_ask, bid_size, ask_size, platform, status, last_trade,
-     venue_ts_ms, recv_ts_ns, publish_ts_ns, seq) = fields
+     venue_ts_ms, recv_ts_ns, publish_ts_ns, seq, epoch) = fields
     if not isinstance(market_id, str) or not market_id:
         raise CodecError(f"market_id must be a non-empty string, got {market_id!r}")
     for name, value in (("yes_bid", yes_bid), ("yes_ask", yes_ask), ("last_trade", last_trade)):
         _check_probability(name, value)
     for name, value in (("yes_bid_size", bid_size), ("yes_ask_size", ask_size)):
         _check_size(name, value)
-    for name, value in (("recv_ts_ns", recv_ts_ns), ("publish_ts_ns", publish_ts_ns), ("seq", seq)):
+    for name, value in (("recv_ts_ns", recv_ts_ns), ("publish_ts_ns", publish_ts_ns), ("seq", seq),
+                        ("epoch", epoch)):
         _check_count(name, value)
     if venue_ts_ms is not None:
         _check_count("venue_ts_ms", venue_ts_ms)
@@ -67,7 +69,7 @@ def decode(payload: bytes) -> MarketPrice:
     except ValueError as exc:
         raise CodecError(f"MarketPrice payload: {exc}") from None
     return MarketPrice(market_id, yes_bid, yes_ask, bid_size, ask_size, platform_value,
-                       status_value, last_trade, venue_ts_ms, recv_ts_ns, publish_ts_ns, seq)
+                       status_value, last_trade, venue_ts_ms, recv_ts_ns, publish_ts_ns, seq, epoch)
 
 
 def _is_number(value: object) -> bool:

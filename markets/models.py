@@ -156,6 +156,12 @@ class MarketPrice(NamedTuple):
     0.0/1.0 that would read as a price. NO-side prices and the mid are derived, not
     stored, so they can never disagree with the YES side. A NamedTuple keeps the
     record immutable and cheap to build on the per-message path.
+
+    `seq` and `epoch` belong to the publishing worker: `seq` rises by one per record
+    it publishes for the market (a consumer sees a gap), `epoch` is the broker's
+    ownership epoch of the market when it was assigned to that worker (a consumer
+    drops records from an owner older than the directory's). Both are 0 outside the
+    sharded runtime.
     """
 
     market_id: str
@@ -170,6 +176,7 @@ class MarketPrice(NamedTuple):
     recv_ts_ns: int = 0
     publish_ts_ns: int = 0
     seq: int = 0
+    epoch: int = 0
 
     @property
     def no_bid(self) -> float | None:

@@ -31,6 +31,7 @@ prices = st.builds(
     recv_ts_ns=counts,
     publish_ts_ns=counts,
     seq=counts,
+    epoch=counts,
 )
 
 
@@ -45,7 +46,7 @@ def _payload(*fields: object) -> bytes:
     return msgpack.packb(fields)
 
 
-GOOD = (SCHEMA_VERSION, "M", 0.4, 0.5, 1.0, 2.0, "kalshi", "live", None, None, 1, 2, 3)
+GOOD = (SCHEMA_VERSION, "M", 0.4, 0.5, 1.0, 2.0, "kalshi", "live", None, None, 1, 2, 3, 4)
 
 
 def _with(index: int, value: object) -> bytes:
@@ -64,8 +65,8 @@ def test_good_payload_decodes() -> None:
         (b"\xc1", "malformed"),
         (b"", "malformed"),
         (msgpack.packb({"a": 1}), "must be an array"),
-        (_with(0, 2), "schema version 2"),
-        (_payload(*GOOD[:-1]), "11 fields, expected 12"),
+        (_with(0, 1), "schema version 1"),
+        (_payload(*GOOD[:-1]), "12 fields, expected 13"),
         (_with(1, ""), "market_id"),
         (_with(2, 1.5), "yes_bid"),
         (_with(3, "0.5"), "yes_ask"),
@@ -74,6 +75,7 @@ def test_good_payload_decodes() -> None:
         (_with(7, "open"), "open"),
         (_with(12, -1), "seq"),
         (_with(10, True), "recv_ts_ns"),
+        (_with(13, -2), "epoch"),
     ],
 )
 def test_bad_payloads_raise_a_clear_codec_error(payload: bytes, message: str) -> None:

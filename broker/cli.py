@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import click
 
+from broker.broker_command import broker
+from broker.launch_command import launch
+from broker.shard_command import shard
 from broker.sim_command import sim
+from broker.status_command import status
 from broker.stream_command import stream
+from broker.worker_command import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,5 +19,5 @@ def main() -> None:
     """Arbees stream: Kalshi and Polymarket order books, streamed and normalized."""
 
 
-main.add_command(sim)
-main.add_command(stream)
+for command in (broker, launch, shard, sim, status, stream, worker):
+    main.add_command(command)

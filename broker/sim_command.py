@@ -10,12 +10,15 @@ unless `--allow-remote` says otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from pathlib import Path
 from typing import IO
 
 import click
 
+from broker.endpoints import EndpointError, is_local
+from broker.fair_publisher import FairFeedPublisher
 from broker.signals import install_stop_signals
 from markets.sim.polymarket import PolymarketFaultPlan
 from markets.sim.sendlog import SendLog
@@ -30,6 +33,17 @@ def _parse_faults(ctx: click.Context, param: click.Parameter, value: str) -> Pol
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
+def _parse_fair_feed(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ZeroMQ endpoint another process can connect to: ipc:// or tcp:// only."""
+    if value is None:
+        return None
+    scheme, _, address = value.partition("://")
+    if scheme not in ("ipc", "tcp") or not address:
+        raise click.BadParameter(f"{value!r} is not an ipc:///path or tcp://host:port endpoint",
+                                 ctx=ctx, param=param)
+    return value
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -39,8 +53,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def describe(venues: SimulatedVenues, rate: float, seed: int) -> str:
-    """The start-up banner: URLs, then the same URLs and the key as the variables `arbees stream` reads."""
+def describe(venues: SimulatedVenues, rate: float, seed: int, fair_feed: str | None = None) -> str:
+    """The start-up banner: URLs, then the same URLs and the key as the variables `arbees stream`
+    reads, plus the control URL and the fair-value feed (if any) for `arbees launch` and tests."""
     kalshi, poly = venues.kalshi, venues.polymarket
     return "\n".join([
         f"arbees sim: {len(venues.universe.markets)} markets on both venues, "
@@ -50,6 +65,8 @@ def describe(venues: SimulatedVenues, rate: float, seed: int) -> str:
         f"Polymarket WebSocket:  {poly.ws_url}",
         f"Polymarket CLOB REST:  {poly.clob_url}",
         f"Polymarket Gamma REST: {poly.gamma_url}",
+        f"Simulator control (HTTP, loopback only): {venues.control_url}",
+        *([f"Fair-value feed (ZeroMQ PUB): {fair_feed}"] if fair_feed else []),
         "Paste into a shell, then `arbees stream` streams from these simulators:",
         f"export KALSHI_API_KEY_ID={venues.key_id}",
         f"export KALSHI_PRIVATE_KEY_PATH={venues.private_key_path}",
@@ -58,16 +75,20 @@ def describe(venues: SimulatedVenues, rate: float, seed: int) -> str:
         f"export POLYMARKET_WS_URL={poly.ws_url}",
         f"export POLYMARKET_CLOB_URL={poly.clob_url}",
         f"export POLYMARKET_GAMMA_URL={poly.gamma_url}",
+        f"export ARBEES_SIM_CONTROL={venues.control_url}",
+        *([f"export ARBEES_FAIR_FEED={fair_feed}"] if fair_feed else []),
         "Press Ctrl-C to stop.",
     ])
 
 
-async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int) -> None:
-    """Run until SIGINT/SIGTERM, then stop both simulators cleanly."""
+async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int,
+                fair_feed: FairFeedPublisher | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop the feed and both simulators cleanly."""
     stop = asyncio.Event()
     install_stop_signals(stop)
-    async with venues:
-        print(describe(venues, rate, seed), file=banner, flush=True)
+    async with venues, fair_feed or contextlib.nullcontext():
+        endpoint = fair_feed.endpoint if fair_feed is not None else None
+        print(describe(venues, rate, seed, endpoint), file=banner, flush=True)
         await stop.wait()
     print("arbees sim: stopped", file=banner, flush=True)
 
@@ -91,20 +112,37 @@ async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int
               help="Directory for the demo key pair (default: a fresh temporary directory).")
 @click.option("--send-log", "send_log_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Append one line per sent frame (venue, market, key, send ns) to this file.")
+@click.option("--control-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the HTTP control server on 127.0.0.1 (pause, gaps, fair values; 0 = ephemeral).")
+@click.option("--fair-feed", callback=_parse_fair_feed, metavar="ENDPOINT",
+              help="Publish each game's hidden fair value on a ZeroMQ PUB socket bound here, "
+                   "e.g. ipc:///tmp/arbees/fair.sock or tcp://127.0.0.1:5601.")
+@click.option("--fair-interval", type=click.FloatRange(min=0, min_open=True), default=0.5,
+              show_default=True, help="Seconds between full rounds of the fair-value feed "
+                                      "(a value that moves goes out at once).")
 def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n_markets: int,
         rate: float, seed: int, faults: PolymarketFaultPlan, key_dir: Path | None,
-        send_log_path: Path | None) -> None:
+        send_log_path: Path | None, control_port: int, fair_feed: str | None,
+        fair_interval: float) -> None:
     """Run local Kalshi and Polymarket simulators until Ctrl-C."""
     if not is_loopback(host) and not allow_remote:
         raise click.BadParameter(f"{host!r} is not a loopback address; add --allow-remote to "
                                  "serve the simulators beyond this machine", param_hint="--host")
+    if fair_feed is not None and not is_local(fair_feed) and not allow_remote:
+        raise click.BadParameter(f"{fair_feed!r} is not a loopback or ipc endpoint; add "
+                                 "--allow-remote to publish beyond this machine", param_hint="--fair-feed")
     send_log = SendLog(path=send_log_path)
     venues = SimulatedVenues(n_markets=n_markets, seed=seed, rate=rate, host=host,
                              kalshi_port=kalshi_port, polymarket_port=polymarket_port,
-                             faults=faults, key_dir=key_dir, send_log=send_log)
+                             faults=faults, key_dir=key_dir, send_log=send_log,
+                             control_port=control_port)
+    feed = (FairFeedPublisher(venues.fairs, fair_feed, interval=fair_interval, allow_remote=allow_remote)
+            if fair_feed is not None else None)
     try:
-        asyncio.run(serve(venues, click.get_text_stream("stdout"), rate, seed))
+        asyncio.run(serve(venues, click.get_text_stream("stdout"), rate, seed, feed))
     except OSError as exc:
         raise click.ClickException(f"cannot start the simulators: {exc}") from None
+    except EndpointError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         send_log.close()

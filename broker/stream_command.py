@@ -21,20 +21,16 @@ import sys
 import time
 from collections.abc import Awaitable
 from typing import IO, TypeVar
-from urllib.parse import urlsplit
 
 import click
 
-from broker.price_sources import KalshiEndpoint, PolymarketEndpoint, PriceSource, StreamOptions, open_sources
+from broker.price_sources import PriceSource, StreamOptions, open_sources
 from broker.price_table import Display, LineDisplay, PriceTable, TableDisplay
 from broker.signals import install_stop_signals
+from broker.venue_options import VenueEndpoints, parse_id_list, venue_options
 from markets.base import VenueError
 from markets.base_ws import WebSocketAuthError
-from markets.kalshi.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH, KalshiAuthError, KalshiCredentials
-from markets.kalshi.client import KALSHI_REST_URL
-from markets.kalshi.ws_client import KALSHI_WS_URL
-from markets.polymarket.client import POLYMARKET_CLOB_URL, POLYMARKET_GAMMA_URL
-from markets.polymarket.ws_client import POLYMARKET_WS_URL
+from markets.kalshi.auth import KalshiAuthError
 
 T = TypeVar("T")
 
@@ -103,64 +99,10 @@ async def run_stream(options: StreamOptions, out: IO[str]) -> PriceTable:
 # -- command line ---------------------------------------------------------------------
 
 
-def _check_url(value: str | None, schemes: tuple[str, ...], option: str) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise click.BadParameter(f"{value!r} is not a {'/'.join(schemes)} URL", param_hint=option)
-    return value
-
-
-def _kalshi_endpoint(ws_url: str | None, rest_url: str | None, key_id: str | None,
-                     private_key: str | None) -> KalshiEndpoint | None:
-    """The real Kalshi endpoint, or None (use the simulator) when nothing was configured."""
-    ws_url = _check_url(ws_url, ("ws", "wss"), "--kalshi-ws-url")
-    rest_url = _check_url(rest_url, ("http", "https"), "--kalshi-rest-url")
-    if not any((ws_url, rest_url, key_id, private_key)):
-        return None
-    try:
-        credentials = KalshiCredentials.resolve(key_id, private_key, environ={})
-    except KalshiAuthError as exc:
-        hint = f" (use --key-id/--private-key or {ENV_KEY_ID}/{ENV_PRIVATE_KEY_PATH})"
-        raise click.ClickException(f"{exc}{hint}") from None
-    return KalshiEndpoint(rest_url or KALSHI_REST_URL, ws_url or KALSHI_WS_URL, credentials)
-
-
-def _polymarket_endpoint(ws_url: str | None, clob_url: str | None,
-                         gamma_url: str | None) -> PolymarketEndpoint | None:
-    """The real Polymarket endpoint, or None when no Polymarket option was given."""
-    ws_url = _check_url(ws_url, ("ws", "wss"), "--polymarket-ws-url")
-    clob_url = _check_url(clob_url, ("http", "https"), "--polymarket-clob-url")
-    gamma_url = _check_url(gamma_url, ("http", "https"), "--polymarket-gamma-url")
-    if not any((ws_url, clob_url, gamma_url)):
-        return None
-    return PolymarketEndpoint(clob_url or POLYMARKET_CLOB_URL, gamma_url or POLYMARKET_GAMMA_URL,
-                              ws_url or POLYMARKET_WS_URL)
-
-
-def _parse_markets(values: tuple[str, ...]) -> tuple[str, ...]:
-    """Tickers from repeated and/or comma-separated --markets values, deduplicated in order."""
-    tickers = (t.strip() for v in values for t in v.split(","))
-    return tuple(dict.fromkeys(t for t in tickers if t))
-
-
 @click.command("stream")
-@click.option("--kalshi-ws-url", envvar="KALSHI_WS_URL", show_envvar=True,
-              help="Kalshi WebSocket URL (default: production when any Kalshi option is set).")
-@click.option("--kalshi-rest-url", envvar="KALSHI_REST_URL", show_envvar=True,
-              help="Kalshi REST base URL (default: production when any Kalshi option is set).")
-@click.option("--key-id", envvar=ENV_KEY_ID, show_envvar=True, help="Kalshi API key id.")
-@click.option("--private-key", envvar=ENV_PRIVATE_KEY_PATH, show_envvar=True,
-              help="Kalshi private key PEM file (PKCS#1 or PKCS#8, mode 0600).")
+@venue_options
 @click.option("--markets", "markets", multiple=True, metavar="TICKERS",
               help="Tickers to stream (comma-separated or repeated); default: open markets found over REST.")
-@click.option("--polymarket-ws-url", envvar="POLYMARKET_WS_URL", show_envvar=True,
-              help="Polymarket market-channel URL (default: production when any Polymarket option is set).")
-@click.option("--polymarket-clob-url", envvar="POLYMARKET_CLOB_URL", show_envvar=True,
-              help="Polymarket CLOB REST URL (default: production when any Polymarket option is set).")
-@click.option("--polymarket-gamma-url", envvar="POLYMARKET_GAMMA_URL", show_envvar=True,
-              help="Polymarket Gamma REST URL (default: production when any Polymarket option is set).")
 @click.option("--polymarket-markets", "polymarket_markets", multiple=True, metavar="IDS",
               help="Polymarket condition or token ids (comma-separated or repeated); default: active markets.")
 @click.option("--max-markets", type=click.IntRange(1, 10_000), default=DEFAULT_MAX_MARKETS, show_default=True,
@@ -173,19 +115,18 @@ def _parse_markets(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Table redraws per second on a terminal.")
 @click.option("--display", type=click.Choice(["auto", "table", "lines"]), default="auto", show_default=True,
               help="auto: redrawn table on a terminal, one line per update otherwise.")
-def stream(kalshi_ws_url: str | None, kalshi_rest_url: str | None, key_id: str | None, private_key: str | None,
-           markets: tuple[str, ...], polymarket_ws_url: str | None, polymarket_clob_url: str | None,
-           polymarket_gamma_url: str | None, polymarket_markets: tuple[str, ...], max_markets: int, duration: float | None, use_yes_price: bool,
+def stream(venues: VenueEndpoints, markets: tuple[str, ...], polymarket_markets: tuple[str, ...], max_markets: int,
+           duration: float | None, use_yes_price: bool,
            refresh_hz: float, display: str) -> None:
     """Stream live prices into a table; with no venue configured, from in-process simulators."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = sys.stdout
     options = StreamOptions(
-        kalshi=_kalshi_endpoint(kalshi_ws_url, kalshi_rest_url, key_id, private_key),
-        polymarket=_polymarket_endpoint(polymarket_ws_url, polymarket_clob_url, polymarket_gamma_url),
-        markets=_parse_markets(markets),
-        polymarket_markets=_parse_markets(polymarket_markets),
+        kalshi=venues.kalshi,
+        polymarket=venues.polymarket,
+        markets=parse_id_list(markets),
+        polymarket_markets=parse_id_list(polymarket_markets),
         max_markets=max_markets,
         duration=duration,
         use_yes_price=use_yes_price,

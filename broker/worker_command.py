@@ -1,0 +1,45 @@
+"""`arbees worker`: run one worker (venue connections, books, PUB and snapshot service)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import click
+
+from broker.broker_command import DEFAULT_BROKER_ENDPOINT
+from broker.roles import log_level_option, run_role, setup_logging
+from broker.venue_options import VenueEndpoints, venue_options
+from workers.worker import Worker
+
+
+@click.command("worker")
+@click.option("--id", "worker_id", default=None, help="Worker id (default: host-pid). Must be unique.")
+@click.option("--broker", "broker_endpoint", envvar="ARBEES_BROKER", default=DEFAULT_BROKER_ENDPOINT,
+              show_default=True, help="Broker control endpoint.")
+@click.option("--pub", default="tcp://127.0.0.1:*", show_default=True, help="PUB endpoint to bind for prices.")
+@click.option("--snapshot", default="tcp://127.0.0.1:*", show_default=True,
+              help="Snapshot service endpoint to bind.")
+@click.option("--capacity", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Most markets this worker takes.")
+@click.option("--heartbeat", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+              help="Seconds between heartbeats to the broker.")
+@click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
+@venue_options
+@log_level_option
+def worker(worker_id: str | None, broker_endpoint: str, pub: str, snapshot: str, capacity: int, heartbeat: float,
+           allow_remote: bool, venues: VenueEndpoints, log_level: str) -> None:
+    """Stream the markets the broker assigns and publish every price change."""
+    setup_logging(log_level)
+    if not venues.configured:
+        raise click.ClickException("no venue configured: give venue options (or the environment variables "
+                                   "`arbees sim` prints), or run workers under `arbees launch`")
+    node = Worker(worker_id or f"{socket.gethostname()}-{os.getpid()}", broker_endpoint, pub, snapshot,
+                  kalshi=venues.kalshi, polymarket=venues.polymarket, capacity=capacity, heartbeat=heartbeat,
+                  allow_remote=allow_remote)
+
+    async def role(stop: asyncio.Event) -> None:
+        await node.run(stop)
+
+    run_role(role)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import zmq
 
 from broker import protocol
+from broker.endpoints import EndpointError
 
 
-class BrokerUnreachable(RuntimeError):
+class BrokerUnreachable(EndpointError):
     """No answer from the broker within the timeout."""
 
 

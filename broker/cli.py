@@ -10,6 +10,7 @@ from broker.shard_command import shard
 from broker.sim_command import sim
 from broker.status_command import status
 from broker.stream_command import stream
+from broker.tail_command import tail
 from broker.worker_command import worker
 
 
@@ -19,5 +20,5 @@ def main() -> None:
     """Arbees stream: Kalshi and Polymarket order books, streamed and normalized."""
 
 
-for command in (broker, launch, shard, sim, status, stream, worker):
+for command in (broker, launch, shard, sim, status, stream, tail, worker):
     main.add_command(command)

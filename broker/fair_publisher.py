@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Self
@@ -20,6 +21,8 @@ import zmq
 
 from broker.endpoints import bind, remove_ipc_file
 from shard.fair_feed import FairValue, encode_fair, fair_topic
+
+log = logging.getLogger(__name__)
 
 SOURCE = "sim"
 CHANGE_POLL = 0.05
@@ -87,7 +90,10 @@ class FairFeedPublisher:
             everything = now >= next_all
             if everything:
                 next_all = now + self.interval
-            self._publish(sent, everything)
+            try:
+                self._publish(sent, everything)
+            except Exception:  # a bad round must not silence the feed for the rest of the run
+                log.exception("fair-value feed: publishing failed")
             await asyncio.sleep(min(CHANGE_POLL, max(next_all - loop.time(), 0.0)))
 
     def _publish(self, sent: dict[str, float], everything: bool) -> None:

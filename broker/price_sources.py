@@ -21,7 +21,9 @@ import click
 
 from markets.kalshi.auth import KalshiCredentials
 from markets.kalshi.client import HybridKalshiClient
+from markets.kalshi.lifecycle import is_streamable
 from markets.models import MarketPrice
+from markets.polymarket.catalog import why_not_streamable
 from markets.polymarket.client import HybridPolymarketClient
 
 DISCOVERY_PAGE_SIZE = 200
@@ -78,13 +80,14 @@ class StreamOptions:
 
 
 async def _discover_kalshi_markets(client: HybridKalshiClient, limit: int) -> tuple[str, ...]:
-    """Open markets from REST, at most `limit` of them."""
+    """Open markets from REST, at most `limit` of them; the `open` listing can still hold a
+    just-closed market, so each is checked by the library's rule (`is_streamable`)."""
     tickers: list[str] = []
     markets = client.iter_markets(status="open", page_size=min(limit, DISCOVERY_PAGE_SIZE))
     async with contextlib.aclosing(markets):
         async for market in markets:
             ticker = market.get("ticker")
-            if isinstance(ticker, str):
+            if isinstance(ticker, str) and is_streamable(market):
                 tickers.append(ticker)
             if len(tickers) >= limit:
                 break
@@ -112,7 +115,7 @@ async def _kalshi_source(endpoint: KalshiEndpoint, options: StreamOptions,
 
 
 async def _discover_polymarket_markets(client: HybridPolymarketClient, limit: int) -> tuple[str, ...]:
-    """Condition ids of active, order-book-enabled markets from Gamma, at most `limit` of them.
+    """Condition ids of markets with a live book to stream (`why_not_streamable`), at most `limit`.
 
     Offset pagination over a listing that changes meanwhile can list a market
     twice, hence the de-duplication (insertion-ordered).
@@ -121,7 +124,7 @@ async def _discover_polymarket_markets(client: HybridPolymarketClient, limit: in
     markets = client.gamma.iter_markets(active=True, closed=False)
     async with contextlib.aclosing(markets):
         async for market in markets:
-            if market.tokens and market.enable_order_book is not False:
+            if why_not_streamable(market) is None:
                 found[market.condition_id] = None
             if len(found) >= limit:
                 break

@@ -35,11 +35,13 @@ from shard.signals import FeeSchedule
               help="Polymarket taker fee in basis points of notional.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
               help="Seconds between heartbeats to the broker.")
+@click.option("--rcvhwm", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Price messages queued for this shard before ZeroMQ drops (seen as gaps, then resynced).")
 @click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
 @log_level_option
 def shard(shard_id: str | None, broker_endpoint: str, signals: str, fair_feed: str | None, games: tuple[str, ...],
           max_age: float, min_edge: float, model_threshold: float, polymarket_fee_bps: int, heartbeat: float,
-          allow_remote: bool, log_level: str) -> None:
+          rcvhwm: int, allow_remote: bool, log_level: str) -> None:
     """Follow the prices of some games and publish cross-venue and model-edge signals."""
     setup_logging(log_level)
     fixed = parse_id_list(games)
@@ -47,7 +49,7 @@ def shard(shard_id: str | None, broker_endpoint: str, signals: str, fair_feed: s
                      fair_feed_endpoint=fair_feed, games=list(fixed) if fixed else None,
                      fees=FeeSchedule(polymarket_bps=polymarket_fee_bps), max_age=max_age,
                      min_edge_cents=min_edge, model_threshold_cents=model_threshold, heartbeat=heartbeat,
-                     allow_remote=allow_remote)
+                     rcvhwm=rcvhwm, allow_remote=allow_remote)
 
     async def role(stop: asyncio.Event) -> None:
         await node.run(stop)

@@ -21,7 +21,7 @@ def render(status: dict[str, Any]) -> str:
     ages: dict[str, float | None] = {}
     for worker_id, info in sorted(status["workers"].items()):
         counters = info["counters"]
-        ages.update(counters.get("ages_s", {}))
+        ages.update({market: entry[3] for market, entry in counters.get("markets", {}).items()})
         lines.append(f"  worker {worker_id} (pid {info['pid']}): {info['markets']} markets, heartbeat "
                      f"{info['heartbeat_age_s']:.1f}s ago, published {counters.get('published', 0)}, "
                      f"dropped {counters.get('pub_dropped', 0)}, statuses {counters.get('statuses', {})}")
@@ -29,7 +29,7 @@ def render(status: dict[str, Any]) -> str:
         counters = info["counters"]
         lag = counters.get("bus_latency_us", {})
         lines.append(f"  shard {shard_id}: {info['games']} games, {counters.get('live', 0)}/"
-                     f"{counters.get('markets', 0)} live, gaps {counters.get('gap', 0)}, zombies dropped "
+                     f"{len(counters.get('markets', {}))} live, gaps {counters.get('gap', 0)}, zombies dropped "
                      f"{counters.get('zombie', 0)}, bus latency p50 {lag.get('p50', '-')} us p99 {lag.get('p99', '-')} us")
     if status["unassigned"]:
         lines.append(f"  unassigned: {len(status['unassigned'])} ({', '.join(status['unassigned'][:5])})")

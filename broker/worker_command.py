@@ -25,11 +25,13 @@ from workers.worker import Worker
               help="Most markets this worker takes.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
               help="Seconds between heartbeats to the broker.")
+@click.option("--pub-hwm", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Messages queued per subscriber before the PUB socket drops for it.")
 @click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
 @venue_options
 @log_level_option
 def worker(worker_id: str | None, broker_endpoint: str, pub: str, snapshot: str, capacity: int, heartbeat: float,
-           allow_remote: bool, venues: VenueEndpoints, log_level: str) -> None:
+           pub_hwm: int, allow_remote: bool, venues: VenueEndpoints, log_level: str) -> None:
     """Stream the markets the broker assigns and publish every price change."""
     setup_logging(log_level)
     if not venues.configured:
@@ -37,7 +39,7 @@ def worker(worker_id: str | None, broker_endpoint: str, pub: str, snapshot: str,
                                    "`arbees sim` prints), or run workers under `arbees launch`")
     node = Worker(worker_id or f"{socket.gethostname()}-{os.getpid()}", broker_endpoint, pub, snapshot,
                   kalshi=venues.kalshi, polymarket=venues.polymarket, capacity=capacity, heartbeat=heartbeat,
-                  allow_remote=allow_remote)
+                  pub_hwm=pub_hwm, allow_remote=allow_remote)
 
     async def role(stop: asyncio.Event) -> None:
         await node.run(stop)

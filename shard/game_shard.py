@@ -141,8 +141,8 @@ class GameShard:
     # -- signals -------------------------------------------------------------------------
 
     def latest(self, key: MarketKey) -> MarketPrice | None:
-        state = self.subscriber.states.get(key)
-        return None if state is None else state.latest
+        """What the rules see: the confirmed latest record (see `PriceSubscriber.confirmed`)."""
+        return self.subscriber.confirmed(key)
 
     def _evaluate(self) -> None:
         if not self._dirty:

@@ -36,7 +36,7 @@ GAP = "gap"
 class MarketState:
     """The latest trustworthy record of one market and the bookkeeping to keep it so."""
 
-    __slots__ = ("epoch", "latest", "awaiting", "held", "requested_ns")
+    __slots__ = ("awaiting", "confirmed_ns", "epoch", "held", "latest", "requested_ns")
 
     def __init__(self, epoch: int = 0) -> None:
         self.epoch = epoch
@@ -47,6 +47,9 @@ class MarketState:
         self.held: list[MarketPrice] = []
         self.requested_ns = 0
         """When the outstanding snapshot was asked for (0: none asked yet)."""
+        self.confirmed_ns = 0
+        """When the subscriber last had proof `latest` is current (an update, or a snapshot that
+        shows nothing newer): how old a quiet market's price really is."""
 
     def set_epoch(self, epoch: int) -> bool:
         """The directory moved the market to a new owner. True if a snapshot is now needed."""

@@ -39,11 +39,11 @@ import zmq.asyncio
 
 from broker import protocol
 from broker.endpoints import sender
-from broker.protocol import MarketKey, ProtocolError
+from broker.protocol import MarketKey, ProtocolError, key_text
 from broker.universe import Game
 from markets import codec
 from markets.codec import CodecError
-from markets.models import MarketPrice
+from markets.models import MarketPrice, PriceStatus
 from markets.ws_stats import LogLimiter
 from shard.latency import LatencyWindow
 from shard.market_state import APPLIED, GAP, MarketState
@@ -51,6 +51,7 @@ from shard.market_state import APPLIED, GAP, MarketState
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 2048
+NOT_OWNED_RETRY_NS = 100_000_000
 
 
 @dataclass
@@ -116,6 +117,7 @@ class PriceSubscriber:
         self._ctx: zmq.asyncio.Context | None = None
         self._pubs: set[str] = set()
         self._snap: dict[str, zmq.asyncio.Socket] = {}
+        self._snap_endpoint: dict[str, str] = {}
         self._request_ids = itertools.count(1)
         self._last_audit_ns = 0
         self._log_limit = LogLimiter()
@@ -205,14 +207,17 @@ class PriceSubscriber:
     def _apply_directory(self, directory: Directory) -> None:
         assert self._sub is not None and self._ctx is not None
         self.directory = directory
+        if self.on_directory is not None:
+            self.on_directory(directory)
         for worker_id, (pub, snapshot) in directory.workers.items():
             if pub not in self._pubs:
                 self._sub.connect(pub)
                 self._pubs.add(pub)
             sock = self._snap.get(worker_id)
-            if sock is None or sock.getsockopt_string(zmq.LAST_ENDPOINT) != snapshot:
+            if sock is None or self._snap_endpoint.get(worker_id) != snapshot:
                 if sock is not None:
                     sock.close(linger=0)
+                self._snap_endpoint[worker_id] = snapshot
                 sock = self._snap[worker_id] = self._ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -227,6 +232,7 @@ class PriceSubscriber:
         self._pubs &= live_pubs
         for worker_id in set(self._snap) - set(directory.workers):
             self._snap.pop(worker_id).close(linger=0)
+            del self._snap_endpoint[worker_id]
         wanted = {m.key for g in directory.games for m in g.markets}
         if self.wants is not None:
             wanted = {k for k in wanted if self.wants(k)}
@@ -245,8 +251,6 @@ class PriceSubscriber:
             placed = directory.placed.get(key)
             if placed is not None and state.set_epoch(placed[1]):
                 state.requested_ns = 0
-        if self.on_directory is not None:
-            self.on_directory(directory)
         self._request_snapshots(time.time_ns())
 
     # -- prices --------------------------------------------------------------------------
@@ -279,9 +283,11 @@ class PriceSubscriber:
             if record.market_id != key[1] or record.platform is not key[0]:
                 counters["rejected_topic_mismatch"] += 1
                 continue
-            outcome = states[key].on_update(record)
+            state = states[key]
+            outcome = state.on_update(record)
             counters[outcome] += 1
             if outcome == APPLIED:
+                state.confirmed_ns = now
                 if record.publish_ts_ns:
                     self.bus_latency.add(now - record.publish_ts_ns)
                 if on_change is not None:
@@ -362,25 +368,62 @@ class PriceSubscriber:
             if state is None:
                 continue
             before = state.latest
-            if state.on_snapshot(record):
+            changed = state.on_snapshot(record)
+            latest = state.latest
+            if latest is not None and latest.epoch == record.epoch and latest.seq >= record.seq:
+                state.confirmed_ns = now
+            if changed:
                 self.first_snapshot_ns.setdefault(key, now)
-                if self.on_change is not None and state.latest is not None and state.latest is not before:
-                    self.on_change(key, state.latest)
+                if self.on_change is not None and latest is not None and latest is not before:
+                    self.on_change(key, latest)
+        for entry in message.sequence("not_owned") or []:
+            # Asked before the owner took the market over (its ASSIGN and our directory race):
+            # ask again shortly rather than after a whole snapshot timeout.
+            key = self._entry_key(entry, 2)
+            state = None if key is None else self.states.get(key)
+            if state is not None and state.awaiting:
+                state.requested_ns = now - self.snapshot_timeout_ns + NOT_OWNED_RETRY_NS
         for entry in message.sequence("pending") or []:
-            if isinstance(entry, list) and len(entry) == 3:
-                try:
-                    key = protocol.market_key(entry[0], entry[1])
-                except ValueError:
-                    continue
-                state = self.states.get(key)
-                if state is not None and state.awaiting and entry[2] == state.epoch:
-                    state.on_snapshot(None)
+            key = self._entry_key(entry, 3)
+            state = None if key is None else self.states.get(key)
+            if state is not None and state.awaiting and entry[2] == state.epoch:
+                state.on_snapshot(None)
+
+    @staticmethod
+    def _entry_key(entry: object, length: int) -> MarketKey | None:
+        """The market of a `[venue, market_id, ...]` entry of a snapshot reply (None if malformed)."""
+        if not (isinstance(entry, list) and len(entry) == length):
+            return None
+        try:
+            return protocol.market_key(entry[0], entry[1])
+        except ValueError:
+            return None
 
     # -- reporting ------------------------------------------------------------------------
 
+    def confirmed(self, key: MarketKey) -> MarketPrice | None:
+        """The latest record with `recv_ts_ns` moved up to when it was last confirmed current.
+
+        Quiet is not stale: a market that has not changed for minutes but whose owner's
+        snapshot (the audit) still shows the same record is as fresh as that check, and
+        that is the age a rule with a maximum age should see. None while awaiting a snapshot.
+        """
+        state = self.states.get(key)
+        if state is None or state.latest is None or state.awaiting:
+            return None
+        latest = state.latest
+        return latest if latest.recv_ts_ns >= state.confirmed_ns else latest._replace(recv_ts_ns=state.confirmed_ns)
+
     def report(self) -> dict[str, Any]:
-        live = sum(1 for s in self.states.values() if s.latest is not None and s.latest.status.value == "live")
-        return {**self.counters, **self.extra_counters(), "markets": len(self.states), "live": live,
+        """Counters for the heartbeat; `markets` maps `venue/id` to [epoch, seq, status] of the
+        latest record held (None while nothing is), comparable with a worker's report."""
+        markets: dict[str, list[Any] | None] = {}
+        live = 0
+        for key, state in self.states.items():
+            latest = state.latest
+            markets[key_text(key)] = None if latest is None else [latest.epoch, latest.seq, latest.status.value]
+            live += latest is not None and latest.status is PriceStatus.LIVE and not state.awaiting
+        return {**self.counters, **self.extra_counters(), "markets": markets, "live": live,
                 "awaiting": sum(1 for s in self.states.values() if s.awaiting),
                 "bus_latency_us": self.bus_latency.summary_us(), "pid": os.getpid()}
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,8 +75,12 @@ class VenueFeed:
         if gone:
             await ws.unsubscribe(gone)
         new = sorted(self.wanted - current)
+        started = time.monotonic()
         for start in range(0, len(new), SUBSCRIBE_CHUNK):
             await ws.subscribe(new[start:start + SUBSCRIBE_CHUNK])
+        if new or gone:
+            log.info("%s: subscribed %d, unsubscribed %d market(s) in %.3f s", self.venue.value, len(new), len(gone),
+                     time.monotonic() - started)
 
     def counters(self) -> dict[str, Any]:
         stats = self.client.ws.stats.snapshot()

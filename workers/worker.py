@@ -32,7 +32,7 @@ import zmq.asyncio
 from broker import protocol
 from broker.endpoints import bind, remove_ipc_file, sender
 from broker.price_sources import KalshiEndpoint, PolymarketEndpoint
-from broker.protocol import MarketKey, ProtocolError
+from broker.protocol import MarketKey, ProtocolError, key_text
 from markets.models import Platform
 from markets.ws_stats import LogLimiter
 from workers.feeds import VenueFeeds
@@ -197,19 +197,23 @@ class Worker:
             pass  # no broker connection right now; the next heartbeat tries again
 
     def report(self) -> dict[str, Any]:
-        """Counters for the heartbeat (and so `arbees status`): no secrets, plain types."""
+        """Counters for the heartbeat (and so `arbees status`): no secrets, plain types.
+
+        `markets` maps `venue/id` to [epoch, seq, status, seconds since the last publish
+        (None before the first)]: what a test or an operator compares with a shard's view.
+        """
         publisher, feeds = self.publisher, self.feeds
         now = time.time_ns()
-        ages = {}
+        markets: dict[str, list[Any]] = {}
         statuses: dict[str, int] = {}
         if publisher is not None:
-            for (venue, market_id), owned in publisher.owned.items():
-                ages[f"{venue.value}/{market_id}"] = (
-                    round((now - owned.published_ns) / 1e9, 3) if owned.published_ns else None)
-                statuses[owned.status or "pending"] = statuses.get(owned.status or "pending", 0) + 1
+            for key, owned in publisher.owned.items():
+                status = owned.status or "pending"
+                age = round((now - owned.published_ns) / 1e9, 3) if owned.published_ns else None
+                markets[key_text(key)] = [owned.epoch, owned.seq, status, age]
+                statuses[status] = statuses.get(status, 0) + 1
         return {**self.counters, **(dict(publisher.counters) if publisher else {}),
-                "markets": len(ages), "statuses": statuses, "ages_s": ages,
-                "venues": feeds.counters() if feeds else {}}
+                "statuses": statuses, "markets": markets, "venues": feeds.counters() if feeds else {}}
 
     # -- snapshot service ---------------------------------------------------------------------
 

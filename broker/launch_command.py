@@ -59,6 +59,7 @@ class LaunchOptions:
     sort: str
     refresh_hz: float
     status_every: float
+    log_level: str
 
 
 class Endpoints:
@@ -115,7 +116,8 @@ async def run_launch(options: LaunchOptions, out: IO[str]) -> Supervisor:
             worker_env.update({k: v for k, v in exports.items() if k.startswith(("KALSHI_", "POLYMARKET_"))})
             fair_feed = exports.get("ARBEES_FAIR_FEED", fair_feed)
         broker_endpoint = endpoint("broker")
-        args = ["broker", "--endpoint", broker_endpoint, "--dead-after", str(options.dead_after)]
+        logs = ["--log-level", options.log_level]
+        args = ["broker", "--endpoint", broker_endpoint, "--dead-after", str(options.dead_after), *logs]
         args += (["--config", str(options.config)] if options.config else
                  ["--sim-markets", str(options.sim_markets), "--sim-seed", str(options.sim_seed)])
         broker = await _start(supervisor, stop, Child("broker", args, {}, BROKER_READY, [broker_endpoint]))
@@ -130,11 +132,11 @@ async def run_launch(options: LaunchOptions, out: IO[str]) -> Supervisor:
               + ("" if options.venues.configured else ", simulated venues"), file=sys.stderr, flush=True)
         for k in range(options.workers):
             pub, snap = endpoint(f"w{k}-pub"), endpoint(f"w{k}-snap")
-            args = ["worker", "--id", f"w{k}", "--broker", broker_endpoint, "--pub", pub, "--snapshot", snap]
+            args = ["worker", "--id", f"w{k}", "--broker", broker_endpoint, "--pub", pub, "--snapshot", snap, *logs]
             groups["workers"].append(Child(f"worker-{k}", args, worker_env, None, [pub, snap]))
         for j in range(options.shards):
             signals = endpoint(f"s{j}-sig")
-            args = ["shard", "--id", f"s{j}", "--broker", broker_endpoint, "--signals", signals]
+            args = ["shard", "--id", f"s{j}", "--broker", broker_endpoint, "--signals", signals, *logs]
             if fair_feed:
                 args += ["--fair-feed", fair_feed]
             groups["shards"].append(Child(f"shard-{j}", args, {}, None, [signals]))
@@ -242,9 +244,11 @@ def _view_tasks(options: LaunchOptions, broker_endpoint: str, supervisor: Superv
               help="Table redraws per second.")
 @click.option("--status-every", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between status lines (lines display).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
+              show_default=True, help="Log level of the role processes (their lines go to stderr, prefixed).")
 def launch(workers: int, shards: int, transport: str, config: Path | None, venues: VenueEndpoints, sim_markets: int,
            sim_seed: int, sim_rate: float, sim_faults: str, dead_after: float, duration: float | None, display: str,
-           sort: str, refresh_hz: float, status_every: float) -> None:
+           sort: str, refresh_hz: float, status_every: float, log_level: str) -> None:
     """Run broker, workers and shards (and, with no venue configured, the simulators) until Ctrl-C."""
     setup_logging("warning")
     if config is not None:
@@ -258,7 +262,7 @@ def launch(workers: int, shards: int, transport: str, config: Path | None, venue
     out = sys.stdout
     options = LaunchOptions(workers, shards, transport, config, venues, sim_markets, sim_seed, sim_rate, sim_faults,
                             dead_after, duration, "table" if display == "table" or (display == "auto" and out.isatty())
-                            else "lines", sort, refresh_hz, status_every)
+                            else "lines", sort, refresh_hz, status_every, log_level)
     started = time.monotonic()
     try:
         supervisor = asyncio.run(run_launch(options, out))

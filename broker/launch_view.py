@@ -67,10 +67,8 @@ class LaunchModel:
         states = self.subscriber.states.values()
         live = sum(1 for s in states if s.latest is not None and s.latest.status is PriceStatus.LIVE)
         directory = self.subscriber.directory
-        latency = self.subscriber.bus_latency.summary_us()
         return (f"{live}/{len(self.subscriber.states)} markets live, {len(directory.workers)} workers, "
-                f"{len(directory.shards)} shards, {self.signal_count} signals, {self.restarts()} restarts, "
-                f"bus p50 {latency.get('p50', '-')} us p99 {latency.get('p99', '-')} us")
+                f"{len(directory.shards)} shards, {self.signal_count} signals, {self.restarts()} restarts")
 
 
 def describe_signal(body: dict[str, Any]) -> str:

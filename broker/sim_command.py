@@ -21,6 +21,7 @@ from broker.endpoints import EndpointError, is_local
 from broker.fair_publisher import FairFeedPublisher
 from broker.signals import install_stop_signals
 from markets.sim.polymarket import PolymarketFaultPlan
+from markets.sim.lifecycle import LifecycleConfig
 from markets.sim.sendlog import SendLog
 from markets.sim.venues import SimulatedVenues
 
@@ -42,6 +43,16 @@ def _parse_fair_feed(ctx: click.Context, param: click.Parameter, value: str | No
         raise click.BadParameter(f"{value!r} is not an ipc:///path or tcp://host:port endpoint",
                                  ctx=ctx, param=param)
     return value
+
+
+def _parse_close_after(ctx: click.Context, param: click.Parameter, value: str) -> LifecycleConfig:
+    """`FIRST,LAST` seconds into the games' timetable (the rest of it keeps its defaults)."""
+    try:
+        first, last = (float(part) for part in value.split(","))
+        return LifecycleConfig(close_after=(first, last))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected FIRST,LAST seconds with 0 < FIRST <= LAST: {exc}",
+                                 ctx=ctx, param=param) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -112,6 +123,9 @@ async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int
               help="Directory for the demo key pair (default: a fresh temporary directory).")
 @click.option("--send-log", "send_log_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Append one line per sent frame (venue, market, key, send ns) to this file.")
+@click.option("--close-after", callback=_parse_close_after, default="7200,21600", show_default=True,
+              metavar="FIRST,LAST", help="Seconds after start at which the first and the last game close "
+              "(then are determined and settle; see markets/sim/lifecycle.py).")
 @click.option("--control-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port of the HTTP control server on 127.0.0.1 (pause, gaps, fair values; 0 = ephemeral).")
 @click.option("--fair-feed", callback=_parse_fair_feed, metavar="ENDPOINT",
@@ -123,7 +137,7 @@ async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int
 def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n_markets: int,
         rate: float, seed: int, faults: PolymarketFaultPlan, key_dir: Path | None,
         send_log_path: Path | None, control_port: int, fair_feed: str | None,
-        fair_interval: float) -> None:
+        fair_interval: float, close_after: LifecycleConfig) -> None:
     """Run local Kalshi and Polymarket simulators until Ctrl-C."""
     if not is_loopback(host) and not allow_remote:
         raise click.BadParameter(f"{host!r} is not a loopback address; add --allow-remote to "
@@ -135,7 +149,7 @@ def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n
     venues = SimulatedVenues(n_markets=n_markets, seed=seed, rate=rate, host=host,
                              kalshi_port=kalshi_port, polymarket_port=polymarket_port,
                              faults=faults, key_dir=key_dir, send_log=send_log,
-                             control_port=control_port)
+                             control_port=control_port, lifecycle=close_after)
     feed = (FairFeedPublisher(venues.fairs, fair_feed, interval=fair_interval, allow_remote=allow_remote)
             if fair_feed is not None else None)
     try:

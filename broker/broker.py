@@ -150,7 +150,11 @@ class Broker:
         self.workers[worker_id] = info
         self.assignment.capacity[worker_id] = info.capacity
         refused = self.assignment.adopt(worker_id, owned, self.universe_set)
-        # Anything else the table still lists for it (e.g. it restarted and lost its state) stays its own.
+        # What the table still gives it but it no longer claims (it restarted within dead_after and
+        # lost its state) stays its own under a new epoch: its seq starts again at 1, and a
+        # subscriber must see a new ownership rather than a seq that went backwards.
+        for key in self.assignment.markets_of(worker_id).keys() - owned.keys():
+            self.assignment.owner[key] = (worker_id, self.assignment.next_epoch())
         self.counters["registrations"] += 1
         log.info("worker %s registered (%s, pid %d, capacity %d, %d market(s) claimed, %d refused)",
                  worker_id, "again" if known else "new", info.pid, info.capacity, len(owned), len(refused))

@@ -100,24 +100,23 @@ class Assignment:
                     break
         return touched
 
-    def rebalance(self, universe: Iterable[MarketKey]) -> set[str]:
-        """Move each market whose top-ranked worker with room is not its owner (after a join).
-        Returns the workers touched (losers and gainers)."""
+    def rebalance(self, universe: Iterable[MarketKey], joiner: str) -> set[str]:
+        """After `joiner` joined: give it each owned market it outranks the owner for, while it has room.
+
+        Only the joiner gains markets. Letting every worker take back markets it outranks
+        their owners for would cascade under capacity limits (a worker that loses markets
+        to the joiner gains room and pulls others from a third worker): moves a join does
+        not need. Returns the workers touched (losers and the joiner)."""
         touched: set[str] = set()
-        load = self.load()
+        room = self.capacity.get(joiner, 0) - self.load().get(joiner, 0)
         for key in sorted(universe, key=key_text):
+            if room <= 0:
+                break
             current = self.owner.get(key)
-            for worker_id in rank(key, self.capacity):
-                if current is not None and worker_id == current[0]:
-                    break  # its owner is still the best choice with room
-                if load[worker_id] < self.capacity[worker_id]:
-                    if current is not None:
-                        load[current[0]] -= 1
-                        touched.add(current[0])
-                    self.owner[key] = (worker_id, self.next_epoch())
-                    load[worker_id] += 1
-                    touched.add(worker_id)
-                    break
+            if current is not None and current[0] != joiner and score(key, joiner) > score(key, current[0]):
+                self.owner[key] = (joiner, self.next_epoch())
+                room -= 1
+                touched |= {current[0], joiner}
         return touched
 
     def unowned(self, universe: Iterable[MarketKey]) -> list[MarketKey]:

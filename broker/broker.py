@@ -162,7 +162,7 @@ class Broker:
         if self._past_grace(now):
             touched |= self.assignment.place(self.assignment.unowned(self.universe))
             if not known:
-                touched |= self.assignment.rebalance(self.universe)
+                touched |= self.assignment.rebalance(self.universe, worker_id)
         self._publish_changes(touched)
 
     def _on_heartbeat(self, identity: bytes, message: protocol.Message, now: float) -> None:

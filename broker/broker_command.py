@@ -8,20 +8,32 @@ from pathlib import Path
 import click
 
 from broker.broker import Broker
+from broker.discovery import DiscoveryPlan, discover_games
 from broker.roles import log_level_option, run_role, setup_logging
 from broker.universe import ConfigError, Game, games_from_config, load_config, sim_games
+from broker.venue_options import VenueEndpoints, parse_id_list, venue_options
+from markets.base import VenueError
 
 DEFAULT_BROKER_ENDPOINT = "tcp://127.0.0.1:5570"
 
 
-def load_games(config: Path | None, sim_markets: int, sim_seed: int) -> list[Game]:
-    """Games from the config file, or the simulators' universe when there is none."""
-    if config is None:
-        return sim_games(sim_markets, sim_seed)
-    games = games_from_config(load_config(config), str(config))
-    if not games:
-        raise ConfigError(f"config file {config} lists no [[game]]")
-    return games
+def load_games(config: Path | None, plan: DiscoveryPlan, venues: VenueEndpoints, sim_markets: int,
+               sim_seed: int) -> list[Game]:
+    """Games from the config file, else discovered over REST, else the simulators' universe."""
+    if config is not None:
+        games = games_from_config(load_config(config), str(config))
+        if not games:
+            raise ConfigError(f"config file {config} lists no [[game]]")
+        return games
+    if plan.requested:
+        try:
+            games = asyncio.run(discover_games(plan, venues.kalshi, venues.polymarket))
+        except VenueError as exc:
+            raise ConfigError(f"discovery failed: {exc}") from None
+        if not games:
+            raise ConfigError("discovery found no market that can trade now")
+        return games
+    return sim_games(sim_markets, sim_seed)
 
 
 @click.command("broker")
@@ -29,6 +41,15 @@ def load_games(config: Path | None, sim_markets: int, sim_seed: int) -> list[Gam
               help="Control endpoint to bind (tcp://host:port or ipc://path).")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file listing the games (see README); default: the simulators' universe.")
+@click.option("--kalshi-series", multiple=True, metavar="TICKERS",
+              help="Discover the open markets of these Kalshi series (comma-separated or repeated).")
+@click.option("--polymarket-tag", "polymarket_tags", multiple=True, type=int, metavar="ID",
+              help="Discover the active markets of this Gamma tag id (repeatable).")
+@click.option("--polymarket-slug", "polymarket_slugs", multiple=True, metavar="SLUGS",
+              help="Discover these Gamma market slugs (comma-separated or repeated).")
+@click.option("--max-markets", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Upper bound on markets discovered per venue.")
+@venue_options
 @click.option("--sim-markets", type=click.IntRange(min=1), default=20, show_default=True,
               help="Without --config: size of the simulated universe (as `arbees sim --markets`).")
 @click.option("--sim-seed", type=int, default=0, show_default=True,
@@ -42,12 +63,18 @@ def load_games(config: Path | None, sim_markets: int, sim_seed: int) -> list[Gam
                    "restarted broker adopts what running workers publish instead of moving it.")
 @click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
 @log_level_option
-def broker(endpoint: str, config: Path | None, sim_markets: int, sim_seed: int, dead_after: float,
-           heartbeat: float, grace: float | None, allow_remote: bool, log_level: str) -> None:
-    """Assign markets to workers, watch their heartbeats, and serve the directory to shards."""
+def broker(endpoint: str, config: Path | None, kalshi_series: tuple[str, ...], polymarket_tags: tuple[int, ...],
+           polymarket_slugs: tuple[str, ...], max_markets: int, venues: VenueEndpoints, sim_markets: int,
+           sim_seed: int, dead_after: float, heartbeat: float, grace: float | None, allow_remote: bool,
+           log_level: str) -> None:
+    """Assign markets to workers, watch their heartbeats, and serve the directory to shards.
+
+    Games come from --config, else from discovery (--kalshi-series / --polymarket-tag /
+    --polymarket-slug, with the venue options), else the simulators' universe."""
     setup_logging(log_level)
+    plan = DiscoveryPlan(parse_id_list(kalshi_series), polymarket_tags, parse_id_list(polymarket_slugs), max_markets)
     try:
-        games = load_games(config, sim_markets, sim_seed)
+        games = load_games(config, plan, venues, sim_markets, sim_seed)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

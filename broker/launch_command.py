@@ -34,7 +34,15 @@ from broker.launcher import Child, LaunchError, Supervisor
 from broker.roles import setup_logging
 from broker.signals import install_stop_signals
 from broker.universe import ConfigError, games_from_config, load_config
-from broker.venue_options import VenueEndpoints, venue_options
+from broker.venue_options import (
+    LIVE_ENV,
+    VenueEndpoints,
+    env_from_config,
+    kalshi_endpoint,
+    polymarket_endpoint,
+    venue_options,
+)
+from markets.kalshi.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH
 from shard.subscriber import Directory, PriceSubscriber
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,8 @@ class LaunchOptions:
     transport: str
     config: Path | None
     venues: VenueEndpoints
+    discovery: tuple[str, ...]
+    """`arbees broker` discovery options, passed through."""
     sim_markets: int
     sim_seed: int
     sim_rate: float
@@ -118,9 +128,13 @@ async def run_launch(options: LaunchOptions, out: IO[str]) -> Supervisor:
         broker_endpoint = endpoint("broker")
         logs = ["--log-level", options.log_level]
         args = ["broker", "--endpoint", broker_endpoint, "--dead-after", str(options.dead_after), *logs]
-        args += (["--config", str(options.config)] if options.config else
-                 ["--sim-markets", str(options.sim_markets), "--sim-seed", str(options.sim_seed)])
-        broker = await _start(supervisor, stop, Child("broker", args, {}, BROKER_READY, [broker_endpoint]))
+        if options.config:
+            args += ["--config", str(options.config)]
+        elif options.discovery:
+            args += list(options.discovery)
+        else:
+            args += ["--sim-markets", str(options.sim_markets), "--sim-seed", str(options.sim_seed)]
+        broker = await _start(supervisor, stop, Child("broker", args, worker_env, BROKER_READY, [broker_endpoint]))
         if broker is None:
             return supervisor
         groups["broker"].append(broker)
@@ -175,6 +189,37 @@ async def _start(supervisor: Supervisor, stop: asyncio.Event, child: Child) -> C
     return starting.result()
 
 
+def _real_venues(venues: VenueEndpoints, config: Path | None, live: bool) -> VenueEndpoints:
+    """The venues the options, the config file's venue tables and --live configure together.
+
+    Precedence: options and environment, then the config file, then --live's production
+    URLs; the result is re-read through the same rules the workers will apply.
+    """
+    given = dict(venues.given)
+    if config is not None:
+        try:
+            parsed = load_config(config)
+            games_from_config(parsed, str(config))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        given = {**env_from_config(parsed, str(config)), **given}
+    if live:
+        given = {**LIVE_ENV, **given}
+        if not (given.get(ENV_KEY_ID) and given.get(ENV_PRIVATE_KEY_PATH)):
+            for name in ("KALSHI_WS_URL", "KALSHI_REST_URL"):
+                given.pop(name, None)
+            click.echo(f"arbees launch: no Kalshi credentials ({ENV_KEY_ID}, {ENV_PRIVATE_KEY_PATH}): "
+                       "streaming Polymarket only", err=True)
+    if given == venues.given:
+        return venues
+    return VenueEndpoints(
+        kalshi_endpoint(given.get("KALSHI_WS_URL"), given.get("KALSHI_REST_URL"), given.get(ENV_KEY_ID),
+                        given.get(ENV_PRIVATE_KEY_PATH)),
+        polymarket_endpoint(given.get("POLYMARKET_WS_URL"), given.get("POLYMARKET_CLOB_URL"),
+                            given.get("POLYMARKET_GAMMA_URL")),
+        given)
+
+
 def _echo_child(child: Child, line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -226,6 +271,14 @@ def _view_tasks(options: LaunchOptions, broker_endpoint: str, supervisor: Superv
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file listing the games (see README); default: the simulators' universe.")
 @venue_options
+@click.option("--live", is_flag=True,
+              help="Use the production venues (Kalshi only with credentials from the environment or the "
+                   "config file's [kalshi] table); games from --config or discovery.")
+@click.option("--kalshi-series", multiple=True, metavar="TICKERS", help="Discover these Kalshi series' markets.")
+@click.option("--polymarket-tag", "polymarket_tags", multiple=True, type=int, metavar="ID",
+              help="Discover this Gamma tag's markets.")
+@click.option("--polymarket-slug", "polymarket_slugs", multiple=True, metavar="SLUGS",
+              help="Discover these Gamma market slugs.")
 @click.option("--sim-markets", type=click.IntRange(min=1), default=20, show_default=True,
               help="Simulated games (each listed on both venues) when no venue is configured.")
 @click.option("--sim-seed", type=int, default=0, show_default=True, help="Seed of the simulated universe.")
@@ -246,21 +299,24 @@ def _view_tasks(options: LaunchOptions, broker_endpoint: str, supervisor: Superv
               help="Seconds between status lines (lines display).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True, help="Log level of the role processes (their lines go to stderr, prefixed).")
-def launch(workers: int, shards: int, transport: str, config: Path | None, venues: VenueEndpoints, sim_markets: int,
-           sim_seed: int, sim_rate: float, sim_faults: str, dead_after: float, duration: float | None, display: str,
+def launch(workers: int, shards: int, transport: str, config: Path | None, venues: VenueEndpoints, live: bool,
+           kalshi_series: tuple[str, ...], polymarket_tags: tuple[int, ...], polymarket_slugs: tuple[str, ...],
+           sim_markets: int, sim_seed: int, sim_rate: float, sim_faults: str, dead_after: float, duration: float | None, display: str,
            sort: str, refresh_hz: float, status_every: float, log_level: str) -> None:
     """Run broker, workers and shards (and, with no venue configured, the simulators) until Ctrl-C."""
     setup_logging("warning")
-    if config is not None:
-        try:
-            games_from_config(load_config(config), str(config))
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
-        if not venues.configured:
-            raise click.ClickException(f"{config} names real markets: configure the venues too (options or "
-                                       "the KALSHI_* / POLYMARKET_* environment variables)")
+    venues = _real_venues(venues, config, live)
+    discovery = tuple([*(a for s in kalshi_series for a in ("--kalshi-series", s)),
+                       *(a for t in polymarket_tags for a in ("--polymarket-tag", str(t))),
+                       *(a for s in polymarket_slugs for a in ("--polymarket-slug", s))])
+    if venues.configured and config is None and not discovery:
+        raise click.ClickException("real venues need games: give --config FILE or discovery options "
+                                   "(--kalshi-series, --polymarket-tag, --polymarket-slug)")
+    if not venues.configured and (config is not None or discovery):
+        raise click.ClickException("--config and discovery name real markets: configure the venues too (--live, "
+                                   "venue options, or the KALSHI_* / POLYMARKET_* environment variables)")
     out = sys.stdout
-    options = LaunchOptions(workers, shards, transport, config, venues, sim_markets, sim_seed, sim_rate, sim_faults,
+    options = LaunchOptions(workers, shards, transport, config, venues, discovery, sim_markets, sim_seed, sim_rate, sim_faults,
                             dead_after, duration, "table" if display == "table" or (display == "auto" and out.isatty())
                             else "lines", sort, refresh_hz, status_every, log_level)
     started = time.monotonic()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from pathlib import Path
 
 import click
 
 from broker.broker_command import DEFAULT_BROKER_ENDPOINT
 from broker.roles import log_level_option, run_role, setup_logging
 from broker.venue_options import parse_id_list
+from loadtest.instrument import LatencyLog, flush_every
 from shard.game_shard import GameShard
 from shard.signals import FeeSchedule
 
@@ -38,10 +40,12 @@ from shard.signals import FeeSchedule
 @click.option("--rcvhwm", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Price messages queued for this shard before ZeroMQ drops (seen as gaps, then resynced).")
 @click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
+@click.option("--latency-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Measurement only (`arbees load`): append one line per price record received to this file.")
 @log_level_option
 def shard(shard_id: str | None, broker_endpoint: str, signals: str, fair_feed: str | None, games: tuple[str, ...],
           max_age: float, min_edge: float, model_threshold: float, polymarket_fee_bps: int, heartbeat: float,
-          rcvhwm: int, allow_remote: bool, log_level: str) -> None:
+          rcvhwm: int, allow_remote: bool, latency_log: Path | None, log_level: str) -> None:
     """Follow the prices of some games and publish cross-venue and model-edge signals."""
     setup_logging(log_level)
     fixed = parse_id_list(games)
@@ -50,8 +54,12 @@ def shard(shard_id: str | None, broker_endpoint: str, signals: str, fair_feed: s
                      fees=FeeSchedule(polymarket_bps=polymarket_fee_bps), max_age=max_age,
                      min_edge_cents=min_edge, model_threshold_cents=model_threshold, heartbeat=heartbeat,
                      rcvhwm=rcvhwm, allow_remote=allow_remote)
+    record_log = LatencyLog(latency_log) if latency_log else None
+    if record_log is not None:
+        node.subscriber.on_record = record_log.add
 
     async def role(stop: asyncio.Event) -> None:
-        await node.run(stop)
+        async with flush_every(record_log):
+            await node.run(stop)
 
     run_role(role)

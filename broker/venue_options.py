@@ -41,6 +41,40 @@ class VenueEndpoints:
         return self.kalshi is not None or self.polymarket is not None
 
 
+LIVE_ENV = {"KALSHI_WS_URL": KALSHI_WS_URL, "KALSHI_REST_URL": KALSHI_REST_URL,
+            "POLYMARKET_WS_URL": POLYMARKET_WS_URL, "POLYMARKET_CLOB_URL": POLYMARKET_CLOB_URL,
+            "POLYMARKET_GAMMA_URL": POLYMARKET_GAMMA_URL}
+"""The production endpoints, as the variables a worker reads (`arbees launch --live`)."""
+
+_CONFIG_KEYS = {"kalshi": {"ws_url": "KALSHI_WS_URL", "rest_url": "KALSHI_REST_URL", "key_id": ENV_KEY_ID,
+                           "private_key": ENV_PRIVATE_KEY_PATH},
+                "polymarket": {"ws_url": "POLYMARKET_WS_URL", "clob_url": "POLYMARKET_CLOB_URL",
+                               "gamma_url": "POLYMARKET_GAMMA_URL"}}
+
+
+def env_from_config(config: dict[str, Any], source: str) -> dict[str, str]:
+    """The `[kalshi]` / `[polymarket]` tables of a config file as the variables the venue options read.
+
+    `private_key` is a path to the PEM file (never the key itself: config files get shared).
+    """
+    env: dict[str, str] = {}
+    for venue, keys in _CONFIG_KEYS.items():
+        table = config.get(venue)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise click.ClickException(f"{source}: [{venue}] must be a table")
+        unknown = set(table) - set(keys)
+        if unknown:
+            raise click.ClickException(f"{source}: [{venue}] has unknown field(s) {', '.join(sorted(unknown))}; "
+                                       f"known: {', '.join(keys)}")
+        for key, value in table.items():
+            if not isinstance(value, str) or not value:
+                raise click.ClickException(f"{source}: [{venue}] {key} must be a non-empty string")
+            env[keys[key]] = value
+    return env
+
+
 def _check_url(value: str | None, schemes: tuple[str, ...], option: str) -> str | None:
     if value is None:
         return None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from pathlib import Path
 
 import click
 
 from broker.broker_command import DEFAULT_BROKER_ENDPOINT
 from broker.roles import log_level_option, run_role, setup_logging
 from broker.venue_options import VenueEndpoints, venue_options
+from loadtest.instrument import FrameLog, flush_every
 from workers.worker import Worker
 
 
@@ -28,10 +30,12 @@ from workers.worker import Worker
 @click.option("--pub-hwm", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Messages queued per subscriber before the PUB socket drops for it.")
 @click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
+@click.option("--frame-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Measurement only (`arbees load`): append when each venue frame was read to this file.")
 @venue_options
 @log_level_option
 def worker(worker_id: str | None, broker_endpoint: str, pub: str, snapshot: str, capacity: int, heartbeat: float,
-           pub_hwm: int, allow_remote: bool, venues: VenueEndpoints, log_level: str) -> None:
+           pub_hwm: int, allow_remote: bool, frame_log: Path | None, venues: VenueEndpoints, log_level: str) -> None:
     """Stream the markets the broker assigns and publish every price change."""
     setup_logging(log_level)
     if not venues.configured:
@@ -39,9 +43,10 @@ def worker(worker_id: str | None, broker_endpoint: str, pub: str, snapshot: str,
                                    "`arbees sim` prints), or run workers under `arbees launch`")
     node = Worker(worker_id or f"{socket.gethostname()}-{os.getpid()}", broker_endpoint, pub, snapshot,
                   kalshi=venues.kalshi, polymarket=venues.polymarket, capacity=capacity, heartbeat=heartbeat,
-                  pub_hwm=pub_hwm, allow_remote=allow_remote)
+                  pub_hwm=pub_hwm, allow_remote=allow_remote, frame_log=FrameLog(frame_log) if frame_log else None)
 
     async def role(stop: asyncio.Event) -> None:
-        await node.run(stop)
+        async with flush_every(node.frame_log):
+            await node.run(stop)
 
     run_role(role)

@@ -177,13 +177,14 @@ def test_a_slow_shard_detects_its_gaps_and_resyncs_without_slowing_the_other(clu
     cluster.sim(rate=50.0)
     cluster.broker(dead_after=30.0)
     for worker_id in ("w0", "w1"):
-        cluster.worker(worker_id, "--pub-hwm", "20")
+        # Room for a healthy subscriber's hiccups (0.5 s of traffic), not for a 4 s stall.
+        cluster.worker(worker_id, "--pub-hwm", "1000")
     cluster.shard("s0", "--games", ",".join(_game_ids()[:10]))
     slow = cluster.shard("s1", "--games", ",".join(_game_ids()[10:]), "--rcvhwm", "20")
     wait_for(lambda: cluster.in_step(["s0", "s1"], MARKETS), SETTLE, "the cluster to settle")
     slow.signal(signal.SIGSTOP)
     try:
-        time.sleep(3.0)  # the stall being tested; the PUB drops for s1 meanwhile
+        time.sleep(4.0)  # the stall being tested; the PUB drops for s1 meanwhile
     finally:
         slow.signal(signal.SIGCONT)
     wait_for(lambda: cluster.status()["shards"]["s1"]["counters"].get("gap", 0) > 0, SETTLE,

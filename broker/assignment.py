@@ -45,6 +45,8 @@ class Assignment:
     """The broker's ownership table: market -> (worker, epoch), with per-worker capacity."""
 
     capacity: dict[str, int] = field(default_factory=dict)
+    venues: dict[str, frozenset[str]] = field(default_factory=dict)
+    """The venues each worker is configured for (a worker absent here serves every venue)."""
     owner: dict[MarketKey, tuple[str, int]] = field(default_factory=dict)
     incarnation: int = field(default_factory=lambda: time.time_ns() // 1_000_000 - _INCARNATION_BASE_MS)
     _last_epoch: int = 0
@@ -76,9 +78,15 @@ class Assignment:
                 self.owner[key] = (worker_id, epoch)
         return refused
 
+    def candidates(self, key: MarketKey) -> list[str]:
+        """Workers that can stream this market, best first."""
+        venue = key[0].value
+        return rank(key, [w for w in self.capacity if venue in self.venues.get(w, (venue,))])
+
     def remove_worker(self, worker_id: str) -> set[MarketKey]:
         """Forget a worker; its markets become unowned (returned)."""
         self.capacity.pop(worker_id, None)
+        self.venues.pop(worker_id, None)
         orphaned = {key for key, (owner, _) in self.owner.items() if owner == worker_id}
         for key in orphaned:
             del self.owner[key]
@@ -92,7 +100,7 @@ class Assignment:
         for key in sorted(keys, key=key_text):
             if key in self.owner:
                 continue
-            for worker_id in rank(key, self.capacity):
+            for worker_id in self.candidates(key):
                 if load[worker_id] < self.capacity[worker_id]:
                     self.owner[key] = (worker_id, self.next_epoch())
                     load[worker_id] += 1
@@ -113,7 +121,9 @@ class Assignment:
             if room <= 0:
                 break
             current = self.owner.get(key)
-            if current is not None and current[0] != joiner and score(key, joiner) > score(key, current[0]):
+            serves = key[0].value in self.venues.get(joiner, (key[0].value,))
+            if (serves and current is not None and current[0] != joiner
+                    and score(key, joiner) > score(key, current[0])):
                 self.owner[key] = (joiner, self.next_epoch())
                 room -= 1
                 touched |= {current[0], joiner}

@@ -49,14 +49,7 @@ def new_runtime_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="run-", dir=runtime_base()))
 
 
-def is_local(endpoint: str) -> bool:
-    """True for ipc/inproc endpoints and tcp on a loopback address."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    if scheme != "tcp":
-        return False
-    host = urlsplit(f"tcp://{rest}").hostname or ""
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -65,11 +58,24 @@ def is_local(endpoint: str) -> bool:
         return False
 
 
+def is_local(endpoint: str) -> bool:
+    """True for ipc/inproc endpoints and tcp on a loopback address."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    return scheme == "tcp" and is_loopback(urlsplit(f"tcp://{rest}").hostname or "")
+
+
 def bind(sock: zmq.Socket, endpoint: str, *, what: str, allow_remote: bool = False) -> str:
-    """Bind and return the actual endpoint (tcp port 0/`*` resolved); clear errors otherwise."""
-    if not is_local(endpoint) and not allow_remote:
-        raise EndpointError(f"{what}: {endpoint} is not a loopback or ipc endpoint; the runtime binds "
-                            "beyond this machine only when explicitly allowed")
+    """Bind and return the actual endpoint (tcp port 0/`*` resolved); clear errors otherwise.
+
+    Beyond loopback only as a Curve server (`broker.security.server` first), or with
+    `allow_remote`: the operator's explicit acceptance of plain text (--insecure-no-curve).
+    """
+    if not is_local(endpoint) and not allow_remote and not sock.getsockopt(zmq.CURVE_SERVER):
+        raise EndpointError(f"{what}: {endpoint} is beyond loopback and would be plain text: give CurveZMQ keys "
+                            "with --curve-dir (create them with `arbees keys DIR`), or accept the risk with "
+                            "--insecure-no-curve")
     if endpoint.startswith("ipc://"):
         path = Path(endpoint[len("ipc://"):])
         if path.exists():

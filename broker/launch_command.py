@@ -31,7 +31,9 @@ import zmq.asyncio
 from broker.endpoints import EndpointError, clear_current, new_runtime_dir, write_current
 from broker.launch_view import LaunchModel, run_lines, run_table
 from broker.launcher import Child, LaunchError, Supervisor
-from broker.roles import setup_logging
+from broker import security
+from broker.protocol import MAX_CONTROL_BYTES
+from broker.roles import curve_dir_option, load_curve, log_format_option, run_foreground, setup_logging
 from broker.signals import install_stop_signals
 from broker.universe import ConfigError, games_from_config, load_config
 from broker.venue_options import (
@@ -70,6 +72,9 @@ class LaunchOptions:
     refresh_hz: float
     status_every: float
     log_level: str
+    log_format: str = "text"
+    curve: security.CurveKeys | None = None
+    """Curve keys for every role (they get `--curve-dir`) and the launcher's own sockets."""
 
 
 class Endpoints:
@@ -126,7 +131,9 @@ async def run_launch(options: LaunchOptions, out: IO[str]) -> Supervisor:
             worker_env.update({k: v for k, v in exports.items() if k.startswith(("KALSHI_", "POLYMARKET_"))})
             fair_feed = exports.get("ARBEES_FAIR_FEED", fair_feed)
         broker_endpoint = endpoint("broker")
-        logs = ["--log-level", options.log_level]
+        logs = ["--log-level", options.log_level, "--log-format", options.log_format]
+        if options.curve is not None:
+            logs += ["--curve-dir", str(options.curve.directory)]
         args = ["broker", "--endpoint", broker_endpoint, "--dead-after", str(options.dead_after), *logs]
         if options.config:
             args += ["--config", str(options.config)]
@@ -236,13 +243,15 @@ def _view_tasks(options: LaunchOptions, broker_endpoint: str, supervisor: Superv
                 signals_sock[0].connect(endpoint)
                 connected.add(endpoint)
 
-    subscriber = PriceSubscriber(broker_endpoint, on_directory=on_directory)
+    subscriber = PriceSubscriber(broker_endpoint, on_directory=on_directory, curve=options.curve)
     model = LaunchModel(subscriber, restarts=lambda: supervisor.restarts)
 
     async def listen_signals() -> None:
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
+        security.client(sock, options.curve)
         sock.setsockopt(zmq.SUBSCRIBE, b"signal/")
         signals_sock.append(sock)
         try:
@@ -299,12 +308,15 @@ def _view_tasks(options: LaunchOptions, broker_endpoint: str, supervisor: Superv
               help="Seconds between status lines (lines display).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True, help="Log level of the role processes (their lines go to stderr, prefixed).")
+@log_format_option
+@curve_dir_option
 def launch(workers: int, shards: int, transport: str, config: Path | None, venues: VenueEndpoints, live: bool,
            kalshi_series: tuple[str, ...], polymarket_tags: tuple[int, ...], polymarket_slugs: tuple[str, ...],
            sim_markets: int, sim_seed: int, sim_rate: float, sim_faults: str, dead_after: float, duration: float | None, display: str,
-           sort: str, refresh_hz: float, status_every: float, log_level: str) -> None:
+           sort: str, refresh_hz: float, status_every: float, log_level: str, log_format: str,
+           curve_dir: Path | None) -> None:
     """Run broker, workers and shards (and, with no venue configured, the simulators) until Ctrl-C."""
-    setup_logging("warning")
+    setup_logging("warning", log_format, "launch")
     venues = _real_venues(venues, config, live)
     discovery = tuple([*(a for s in kalshi_series for a in ("--kalshi-series", s)),
                        *(a for t in polymarket_tags for a in ("--polymarket-tag", str(t))),
@@ -318,16 +330,14 @@ def launch(workers: int, shards: int, transport: str, config: Path | None, venue
     out = sys.stdout
     options = LaunchOptions(workers, shards, transport, config, venues, discovery, sim_markets, sim_seed, sim_rate, sim_faults,
                             dead_after, duration, "table" if display == "table" or (display == "auto" and out.isatty())
-                            else "lines", sort, refresh_hz, status_every, log_level)
+                            else "lines", sort, refresh_hz, status_every, log_level, log_format,
+                            load_curve(curve_dir))
     started = time.monotonic()
     try:
-        supervisor = asyncio.run(run_launch(options, out))
+        supervisor = run_foreground(lambda: asyncio.run(run_launch(options, out)), out)
     except (LaunchError, EndpointError) as exc:
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        return
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    if supervisor is None:
         return
     click.echo(f"arbees launch: stopped after {time.monotonic() - started:.1f}s "
                f"({supervisor.restarts} restarts)", err=True)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 from pathlib import Path
 from typing import IO
 
 import click
 
-from broker.endpoints import EndpointError, is_local
+from broker.endpoints import EndpointError, is_local, is_loopback
 from broker.fair_publisher import FairFeedPublisher
 from broker.signals import install_stop_signals
 from markets.sim.polymarket import PolymarketFaultPlan
@@ -54,14 +53,6 @@ def _parse_close_after(ctx: click.Context, param: click.Parameter, value: str) -
         raise click.BadParameter(f"expected FIRST,LAST seconds with 0 < FIRST <= LAST: {exc}",
                                  ctx=ctx, param=param) from None
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def describe(venues: SimulatedVenues, rate: float, seed: int, fair_feed: str | None = None) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Awaitable
@@ -26,6 +25,7 @@ import click
 
 from broker.price_sources import PriceSource, StreamOptions, open_sources
 from broker.price_table import Display, LineDisplay, PriceTable, TableDisplay
+from broker.roles import run_foreground
 from broker.signals import install_stop_signals
 from broker.venue_options import VenueEndpoints, parse_id_list, venue_options
 from markets.base import VenueError
@@ -135,16 +135,10 @@ def stream(venues: VenueEndpoints, markets: tuple[str, ...], polymarket_markets:
     )
     started = time.monotonic()
     try:
-        table = asyncio.run(run_stream(options, out))
+        table = run_foreground(lambda: asyncio.run(run_stream(options, out)), out)
     except (VenueError, KalshiAuthError, WebSocketAuthError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        # Ctrl-C before the signal handlers were installed, or a second Ctrl-C while shutting down.
-        return
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, and keep Python's
-        # final flush of stdout from raising again at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    if table is None:
         return
     click.echo(f"stopped after {time.monotonic() - started:.1f}s: {table.updates} updates "
                f"for {len(table.rows)} markets", err=True)

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-import os
 import sys
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -22,11 +22,12 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from broker import security
 from broker.broker_client import BrokerUnreachable
 from broker.endpoints import EndpointError, find_broker
 from broker.launch_view import describe_signal
-from broker.protocol import MarketKey, key_text
-from broker.roles import run_role
+from broker.protocol import MAX_CONTROL_BYTES, MarketKey, key_text
+from broker.roles import curve_dir_option, load_curve, run_foreground, run_role
 from broker.universe import Game
 from markets.models import MarketPrice
 from shard.subscriber import Directory, PriceSubscriber
@@ -45,7 +46,7 @@ def price_json(price: MarketPrice) -> dict[str, Any]:
 
 class Tail:
     def __init__(self, broker: str, pattern: str, *, signals: bool, as_json: bool, count: int | None,
-                 out: IO[str]) -> None:
+                 out: IO[str], curve: security.CurveKeys | None = None) -> None:
         self.pattern = pattern
         self.as_json = as_json
         self.remaining = count
@@ -56,8 +57,9 @@ class Tail:
         self._signal_endpoints: set[str] = set()
         self._signals_sock: zmq.asyncio.Socket | None = None
         self.with_signals = signals
+        self.curve = curve
         self.subscriber = PriceSubscriber(broker, wants=self._wants, on_change=self._print_price,
-                                          on_directory=self._on_directory)
+                                          on_directory=self._on_directory, curve=curve)
 
     def _wants(self, key: MarketKey) -> bool:
         game = self._games_of.get(key)
@@ -98,6 +100,8 @@ class Tail:
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
+        security.client(sock, self.curve)
         if self.with_signals:
             sock.setsockopt(zmq.SUBSCRIBE, b"signal/")
             self._signals_sock = sock
@@ -142,20 +146,18 @@ class Tail:
               help="Stop after this many seconds.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds to wait for the broker's first answer.")
+@curve_dir_option
 def tail(pattern: str, broker_endpoint: str | None, as_json: bool, signals: bool, count: int | None,
-         duration: float | None, timeout: float) -> None:
+         duration: float | None, timeout: float, curve_dir: Path | None) -> None:
     """Print live prices (and signals) of the markets matching PATTERN (glob on venue/market, game id or name)."""
     try:
         endpoint = find_broker(broker_endpoint)
     except EndpointError as exc:
         raise click.ClickException(str(exc)) from None
-    tailer = Tail(endpoint, pattern, signals=signals, as_json=as_json, count=count, out=sys.stdout)
+    tailer = Tail(endpoint, pattern, signals=signals, as_json=as_json, count=count, out=sys.stdout,
+                  curve=load_curve(curve_dir))
 
     async def role(stop: asyncio.Event) -> None:
         await tailer.run(stop, duration, timeout)
 
-    try:
-        run_role(role)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
+    run_foreground(lambda: run_role(role), sys.stdout)

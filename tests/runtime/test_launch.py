@@ -85,7 +85,7 @@ def test_launch_streams_restarts_a_dead_child_and_leaves_nothing_on_ctrl_c(tmp_p
     (["broker", "--config", "/nonexistent/games.toml"], "does not exist"),
     (["status", "--broker", "ipc:///nonexistent/broker", "--timeout", "0.5"], "no answer from the broker"),
     (["tail", "--broker", "ipc:///nonexistent/broker", "--timeout", "0.5"], "no answer from the broker"),
-    (["broker", "--endpoint", "tcp://0.0.0.0:0"], "not a loopback"),
+    (["broker", "--endpoint", "tcp://0.0.0.0:0"], "beyond loopback"),
     (["worker", "--broker", "ipc:///nonexistent/broker"], "no venue configured"),
 ])
 def test_role_commands_fail_with_one_clear_line(tmp_path: Path, args: list[str], expected: str) -> None:

@@ -76,6 +76,8 @@ class Assignment:
                 refused.add(key)
             else:
                 self.owner[key] = (worker_id, epoch)
+                # The next move must fence this claim even if our clock is behind the broker that issued it.
+                self._last_epoch = max(self._last_epoch, epoch)
         return refused
 
     def candidates(self, key: MarketKey) -> list[str]:

@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from broker import protocol
+from broker import protocol, security
 from broker.assignment import Assignment, rank
 from broker.endpoints import bind, remove_ipc_file, sender
 from broker.protocol import MarketKey, ProtocolError, key_text
@@ -69,7 +69,8 @@ class Broker:
     """Run with `await broker.run(stop)`; `endpoint` is the control ROUTER's bind address."""
 
     def __init__(self, games: list[Game], endpoint: str, *, dead_after: float = 3.0,
-                 heartbeat: float = 0.5, grace: float | None = None, allow_remote: bool = False) -> None:
+                 heartbeat: float = 0.5, grace: float | None = None, allow_remote: bool = False,
+                 curve: security.CurveKeys | None = None) -> None:
         if dead_after <= 0 or heartbeat <= 0:
             raise ValueError("dead_after and heartbeat must be > 0 seconds")
         self.games = games
@@ -81,6 +82,7 @@ class Broker:
         self.heartbeat = heartbeat
         self.grace = 3 * heartbeat if grace is None else grace
         self.allow_remote = allow_remote
+        self.curve = curve
         self.assignment = Assignment()
         self.workers: dict[str, WorkerInfo] = {}
         self.shards: dict[str, ShardInfo] = {}
@@ -99,7 +101,10 @@ class Broker:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_BYTES)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer with the same id takes its route over
+        auth = None
         try:
+            auth = security.start_authenticator(ctx, self.curve)
+            security.server(sock, self.curve)
             self.bound_endpoint = bind(sock, self.endpoint, what="broker control endpoint",
                                        allow_remote=self.allow_remote)
             self._out = sender(sock)
@@ -121,6 +126,7 @@ class Broker:
                 self._housekeeping(time.monotonic())
         finally:
             sock.close(linger=0)
+            security.stop_authenticator(auth)
             ctx.term()
             remove_ipc_file(self.bound_endpoint or self.endpoint)
 
@@ -149,6 +155,9 @@ class Broker:
         known = worker_id in self.workers
         self.workers[worker_id] = info
         self.assignment.capacity[worker_id] = info.capacity
+        venues = message.strings("venues", optional=True)
+        if venues is not None:
+            self.assignment.venues[worker_id] = frozenset(venues)
         refused = self.assignment.adopt(worker_id, owned, self.universe_set)
         # What the table still gives it but it no longer claims (it restarted within dead_after and
         # lost its state) stays its own under a new epoch: its seq starts again at 1, and a
@@ -212,6 +221,7 @@ class Broker:
                 orphaned = self.assignment.remove_worker(worker_id)
                 del self.workers[worker_id]
                 self.counters["workers_declared_dead"] += 1
+                self.counters["markets_reassigned"] += len(orphaned)
                 log.warning("worker %s silent for %.1f s: declared dead; moving its %d market(s)",
                             worker_id, now - info.last_seen, len(orphaned))
                 self._bump_directory()

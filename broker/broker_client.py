@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zmq
 
-from broker import protocol
+from broker import protocol, security
 from broker.endpoints import EndpointError
 
 
@@ -12,13 +12,15 @@ class BrokerUnreachable(EndpointError):
     """No answer from the broker within the timeout."""
 
 
-def ask_broker(endpoint: str, kind: str, *, timeout: float = 3.0) -> protocol.Message:
+def ask_broker(endpoint: str, kind: str, *, timeout: float = 3.0,
+               curve: security.CurveKeys | None = None) -> protocol.Message:
     """Send one `kind` request and return the broker's reply; BrokerUnreachable after `timeout` seconds."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     try:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_BYTES)
+        security.client(sock, curve)
         sock.connect(endpoint)
         sock.send(protocol.encode(kind))
         if not sock.poll(int(timeout * 1000)):

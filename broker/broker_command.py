@@ -9,7 +9,10 @@ import click
 
 from broker.broker import Broker
 from broker.discovery import DiscoveryPlan, discover_games
-from broker.roles import log_level_option, run_role, setup_logging
+from broker.metrics import serve_metrics
+from broker.role_metrics import BrokerCollector
+from broker.roles import (curve_dir_option, insecure_option, load_curve, log_format_option, log_level_option,
+                          metrics_port_option, run_role, setup_logging)
 from broker.universe import ConfigError, Game, games_from_config, load_config, sim_games
 from broker.venue_options import VenueEndpoints, parse_id_list, venue_options
 from markets.base import VenueError
@@ -61,17 +64,21 @@ def load_games(config: Path | None, plan: DiscoveryPlan, venues: VenueEndpoints,
 @click.option("--grace", type=click.FloatRange(min=0), default=None,
               help="Seconds after start before unclaimed markets are placed (default: 3 heartbeats), so a "
                    "restarted broker adopts what running workers publish instead of moving it.")
-@click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
+@insecure_option
+@curve_dir_option
+@metrics_port_option
 @log_level_option
+@log_format_option
 def broker(endpoint: str, config: Path | None, kalshi_series: tuple[str, ...], polymarket_tags: tuple[int, ...],
            polymarket_slugs: tuple[str, ...], max_markets: int, venues: VenueEndpoints, sim_markets: int,
            sim_seed: int, dead_after: float, heartbeat: float, grace: float | None, allow_remote: bool,
-           log_level: str) -> None:
+           curve_dir: Path | None, metrics_port: int | None, log_level: str, log_format: str) -> None:
     """Assign markets to workers, watch their heartbeats, and serve the directory to shards.
 
     Games come from --config, else from discovery (--kalshi-series / --polymarket-tag /
     --polymarket-slug, with the venue options), else the simulators' universe."""
-    setup_logging(log_level)
+    setup_logging(log_level, log_format, "broker")
+    curve = load_curve(curve_dir)
     plan = DiscoveryPlan(parse_id_list(kalshi_series), polymarket_tags, parse_id_list(polymarket_slugs), max_markets)
     try:
         games = load_games(config, plan, venues, sim_markets, sim_seed)
@@ -80,13 +87,14 @@ def broker(endpoint: str, config: Path | None, kalshi_series: tuple[str, ...], p
 
     async def role(stop: asyncio.Event) -> None:
         node = Broker(games, endpoint, dead_after=dead_after, heartbeat=heartbeat, grace=grace,
-                      allow_remote=allow_remote)
+                      allow_remote=allow_remote, curve=curve)
         ready = asyncio.Event()
         task = asyncio.create_task(node.run(stop, ready))
         await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if ready.is_set():
             click.echo(f"arbees broker: listening on {node.bound_endpoint} ({len(games)} games, "
                        f"{len(node.universe)} markets)")
-        await task
+        async with serve_metrics(metrics_port, BrokerCollector(node)):
+            await task
 
     run_role(role)

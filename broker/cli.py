@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from broker.broker_command import broker
+from broker.keys_command import keys
 from broker.launch_command import launch
+from broker.load_command import load
 from broker.shard_command import shard
 from broker.sim_command import sim
 from broker.status_command import status
@@ -20,5 +22,5 @@ def main() -> None:
     """Arbees stream: Kalshi and Polymarket order books, streamed and normalized."""
 
 
-for command in (broker, launch, shard, sim, status, stream, tail, worker):
+for command in (broker, keys, launch, load, shard, sim, status, stream, tail, worker):
     main.add_command(command)

@@ -10,7 +10,10 @@ from pathlib import Path
 import click
 
 from broker.broker_command import DEFAULT_BROKER_ENDPOINT
-from broker.roles import log_level_option, run_role, setup_logging
+from broker.metrics import serve_metrics
+from broker.role_metrics import ShardCollector
+from broker.roles import (curve_dir_option, insecure_option, load_curve, log_format_option, log_level_option,
+                          metrics_port_option, run_role, setup_logging)
 from broker.venue_options import parse_id_list
 from loadtest.instrument import LatencyLog, flush_every
 from shard.game_shard import GameShard
@@ -39,27 +42,31 @@ from shard.signals import FeeSchedule
               help="Seconds between heartbeats to the broker.")
 @click.option("--rcvhwm", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Price messages queued for this shard before ZeroMQ drops (seen as gaps, then resynced).")
-@click.option("--allow-remote", is_flag=True, help="Permit binding beyond loopback.")
+@insecure_option
+@curve_dir_option
+@metrics_port_option
 @click.option("--latency-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Measurement only (`arbees load`): append one line per price record received to this file.")
 @log_level_option
+@log_format_option
 def shard(shard_id: str | None, broker_endpoint: str, signals: str, fair_feed: str | None, games: tuple[str, ...],
           max_age: float, min_edge: float, model_threshold: float, polymarket_fee_bps: int, heartbeat: float,
-          rcvhwm: int, allow_remote: bool, latency_log: Path | None, log_level: str) -> None:
+          rcvhwm: int, allow_remote: bool, curve_dir: Path | None, metrics_port: int | None,
+          latency_log: Path | None, log_level: str, log_format: str) -> None:
     """Follow the prices of some games and publish cross-venue and model-edge signals."""
-    setup_logging(log_level)
+    setup_logging(log_level, log_format, "shard")
     fixed = parse_id_list(games)
     node = GameShard(shard_id or f"{socket.gethostname()}-{os.getpid()}", broker_endpoint, signals,
                      fair_feed_endpoint=fair_feed, games=list(fixed) if fixed else None,
                      fees=FeeSchedule(polymarket_bps=polymarket_fee_bps), max_age=max_age,
                      min_edge_cents=min_edge, model_threshold_cents=model_threshold, heartbeat=heartbeat,
-                     rcvhwm=rcvhwm, allow_remote=allow_remote)
+                     rcvhwm=rcvhwm, allow_remote=allow_remote, curve=load_curve(curve_dir))
     record_log = LatencyLog(latency_log) if latency_log else None
     if record_log is not None:
         node.subscriber.on_record = record_log.add
 
     async def role(stop: asyncio.Event) -> None:
-        async with flush_every(record_log):
+        async with flush_every(record_log), serve_metrics(metrics_port, ShardCollector(node)):
             await node.run(stop)
 
     run_role(role)

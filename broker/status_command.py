@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ import click
 from broker import protocol
 from broker.broker_client import BrokerUnreachable, ask_broker
 from broker.endpoints import EndpointError, find_broker
+from broker.roles import curve_dir_option, load_curve
 
 
 def render(status: dict[str, Any]) -> str:
@@ -47,11 +49,12 @@ def render(status: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole status as one JSON document.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds to wait for the broker.")
-def status(broker_endpoint: str | None, as_json: bool, timeout: float) -> None:
+@curve_dir_option
+def status(broker_endpoint: str | None, as_json: bool, timeout: float, curve_dir: Path | None) -> None:
     """Show the broker's view of the running system."""
     try:
         endpoint = find_broker(broker_endpoint)
-        reply = ask_broker(endpoint, protocol.STATUS_REQUEST, timeout=timeout)
+        reply = ask_broker(endpoint, protocol.STATUS_REQUEST, timeout=timeout, curve=load_curve(curve_dir))
     except (EndpointError, BrokerUnreachable, protocol.ProtocolError) as exc:
         raise click.ClickException(str(exc)) from None
     document = dict(reply.mapping("status"))

@@ -84,6 +84,10 @@ class Game:
         for entry in markets:
             if not (isinstance(entry, list) and len(entry) == 4 and all(isinstance(x, str) for x in entry)):
                 raise ValueError(f"game {game_id}: bad market entry {entry!r:.120}")
+            if not entry[1] or "|" in entry[1]:
+                # Checked here, not when subscribing: `codec.topic` would raise a plain ValueError
+                # inside the subscriber's directory handling, which only survives ProtocolError.
+                raise ValueError(f"game {game_id}: bad market id {entry[1]!r:.80}")
             refs.append(MarketRef(Platform(entry[0]), entry[1], entry[2], entry[3]))
         return cls(game_id, name, tuple(refs))
 

@@ -21,7 +21,9 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from broker import security
 from broker.endpoints import bind, remove_ipc_file
+from broker.protocol import MAX_CONTROL_BYTES
 from broker.protocol import MarketKey
 from broker.universe import Game
 from markets.models import MarketPrice, Platform
@@ -43,7 +45,7 @@ class GameShard:
     def __init__(self, shard_id: str, broker: str, signals: str, *, fair_feed_endpoint: str | None = None,
                  games: list[str] | None = None, fees: FeeSchedule | None = None, max_age: float = 30.0,
                  min_edge_cents: float = 0.0, model_threshold_cents: float = 2.0, heartbeat: float = 0.5,
-                 rcvhwm: int = 100_000, allow_remote: bool = False) -> None:
+                 rcvhwm: int = 100_000, allow_remote: bool = False, curve: security.CurveKeys | None = None) -> None:
         self.shard_id = shard_id
         self.signals_endpoint = signals
         self.fair_feed_endpoint = fair_feed_endpoint
@@ -53,6 +55,7 @@ class GameShard:
         self.min_edge_cents = min_edge_cents
         self.model_threshold_cents = model_threshold_cents
         self.allow_remote = allow_remote
+        self.curve = curve
         self.games: dict[str, Game] = {}
         self.game_of: dict[MarketKey, str] = {}
         self.fair: dict[str, tuple[float, int]] = {}
@@ -64,7 +67,7 @@ class GameShard:
         self.subscriber = PriceSubscriber(
             broker, shard_id=shard_id, hello_fields=self._hello_fields, on_change=self._on_change,
             on_batch=self._evaluate, on_directory=self._on_directory,
-            extra_counters=lambda: dict(self.counters), heartbeat=heartbeat, rcvhwm=rcvhwm)
+            extra_counters=lambda: dict(self.counters), heartbeat=heartbeat, rcvhwm=rcvhwm, curve=curve)
 
     def _hello_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"signals": self.signals_endpoint}
@@ -77,9 +80,14 @@ class GameShard:
         pub = zmq.Context.shadow(ctx.underlying).socket(zmq.PUB)
         fair_sub = ctx.socket(zmq.SUB)
         bound = ""
+        auth = None
         try:
             pub.setsockopt(zmq.LINGER, 0)
             fair_sub.setsockopt(zmq.LINGER, 0)
+            for sock in (pub, fair_sub):  # a PUB receives subscriptions: bounded too
+                sock.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
+            auth = security.start_authenticator(ctx, self.curve)
+            security.server(pub, self.curve)
             bound = self.signals_endpoint = bind(pub, self.signals_endpoint, what="shard signal endpoint",
                                                  allow_remote=self.allow_remote)
             self._pub = pub
@@ -102,6 +110,7 @@ class GameShard:
         finally:
             pub.close(linger=0)
             fair_sub.close(linger=0)
+            security.stop_authenticator(auth)
             ctx.term()
             remove_ipc_file(bound)
 

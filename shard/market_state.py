@@ -57,7 +57,10 @@ class MarketState:
             return False
         self.epoch = epoch
         self.held = [r for r in self.held if r.epoch >= epoch]
-        if self.latest is not None and self.latest.epoch < epoch:
+        if self.latest is None or self.latest.epoch < epoch:
+            # Ask the new owner even when the old one had published nothing: the new owner's first
+            # records may already be held (they can beat the directory here), and only a snapshot
+            # (or its `pending`) replays them; without one they would wait for the next gap.
             self.awaiting = True
             self.requested_ns = 0
         return self.awaiting

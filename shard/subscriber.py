@@ -37,7 +37,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from broker import protocol
+from broker import protocol, security
 from broker.endpoints import sender
 from broker.protocol import MarketKey, ProtocolError, key_text
 from broker.universe import Game
@@ -45,6 +45,7 @@ from markets import codec
 from markets.codec import CodecError
 from markets.models import MarketPrice, PriceStatus
 from markets.ws_stats import LogLimiter
+from shard.histogram import BusLatency
 from shard.latency import LatencyWindow
 from shard.market_state import APPLIED, GAP, MarketState
 
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 2048
 NOT_OWNED_RETRY_NS = 100_000_000
+APPLIED_BY_STATUS = {status: f"status_{status.value}" for status in PriceStatus}
+"""Counter names per status of the records taken (from the bus, or newer from a snapshot): with no bus
+gap they add up to the owners' `published_<status>` counts for these markets (every status change arrived)."""
 
 
 @dataclass
@@ -93,7 +97,7 @@ class PriceSubscriber:
                  on_directory: Callable[[Directory], None] | None = None,
                  extra_counters: Callable[[], dict[str, Any]] | None = None,
                  heartbeat: float = 0.5, snapshot_timeout: float = 1.0, audit_interval: float = 5.0,
-                 rcvhwm: int = 100_000) -> None:
+                 rcvhwm: int = 100_000, curve: security.CurveKeys | None = None) -> None:
         self.broker = broker
         self.shard_id = shard_id
         self.hello_fields = hello_fields or dict
@@ -106,10 +110,16 @@ class PriceSubscriber:
         self.snapshot_timeout_ns = int(snapshot_timeout * 1e9)
         self.audit_interval_ns = int(audit_interval * 1e9)
         self.rcvhwm = rcvhwm
+        self.curve = curve
+        self.broker_seen = 0.0
+        """`time.monotonic()` of the last message from the broker (0: none yet); its age is a metric."""
         self.directory = Directory()
         self.states: dict[MarketKey, MarketState] = {}
         self.counters: Counter[str] = Counter()
         self.bus_latency = LatencyWindow()
+        self.latency = BusLatency()
+        self.on_record: Callable[[MarketPrice, int], None] | None = None
+        """Optional: called with every record applied from the bus and when it was held (the load run's log)."""
         self.snapshots_received = 0
         self.first_snapshot_ns: dict[MarketKey, int] = {}
         self._topics: dict[bytes, MarketKey] = {}
@@ -143,6 +153,8 @@ class PriceSubscriber:
             control.setsockopt(zmq.SNDHWM, 100)
             if self.shard_id is not None:
                 control.setsockopt(zmq.ROUTING_ID, self.shard_id.encode())
+            security.client(sub, self.curve)
+            security.client(control, self.curve)
             control.connect(self.broker)
             self._sub = zmq.Socket.shadow(sub.underlying)
             next_beat = 0.0
@@ -190,6 +202,7 @@ class PriceSubscriber:
                 frame = await control.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self.broker_seen = time.monotonic()
             try:
                 message = protocol.decode(frame)
                 if message.kind == protocol.DIRECTORY:
@@ -222,6 +235,7 @@ class PriceSubscriber:
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.IMMEDIATE, 1)
                 sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_BYTES)
+                security.client(sock, self.curve)
                 sock.connect(snapshot)
         live_pubs = {pub for pub, _ in directory.workers.values()}
         for pub in self._pubs - live_pubs:
@@ -288,8 +302,12 @@ class PriceSubscriber:
             counters[outcome] += 1
             if outcome == APPLIED:
                 state.confirmed_ns = now
+                counters[APPLIED_BY_STATUS[record.status]] += 1
                 if record.publish_ts_ns:
                     self.bus_latency.add(now - record.publish_ts_ns)
+                self.latency.observe(now, record)
+                if self.on_record is not None:
+                    self.on_record(record, time.time_ns())  # decoded and held: the end of the data path
                 if on_change is not None:
                     on_change(key, record)
             elif outcome == GAP:
@@ -374,8 +392,10 @@ class PriceSubscriber:
                 state.confirmed_ns = now
             if changed:
                 self.first_snapshot_ns.setdefault(key, now)
-                if self.on_change is not None and latest is not None and latest is not before:
-                    self.on_change(key, latest)
+                if latest is not None and latest is not before:
+                    self.counters[APPLIED_BY_STATUS[latest.status]] += 1
+                    if self.on_change is not None:
+                        self.on_change(key, latest)
         for entry in message.sequence("not_owned") or []:
             # Asked before the owner took the market over (its ASSIGN and our directory race):
             # ask again shortly rather than after a whole snapshot timeout.

@@ -21,7 +21,10 @@ import zmq
 
 from broker.protocol import MarketKey
 from markets import codec
-from markets.models import MarketPrice
+from markets.models import MarketPrice, PriceStatus
+
+PUBLISHED_BY_STATUS = {status: f"published_{status.value}" for status in PriceStatus}
+"""Counter names per status of the records sent: what a shard's `status_<status>` counts must add up to."""
 
 
 class Owned:
@@ -70,5 +73,6 @@ class Publisher:
         try:
             self._sock.send_multipart((owned.topic, payload), zmq.NOBLOCK)
             self.counters["published"] += 1
+            self.counters[PUBLISHED_BY_STATUS[price.status]] += 1
         except zmq.Again:
             self.counters["pub_dropped"] += 1

@@ -24,12 +24,12 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 
-from broker import protocol
+from broker import protocol, security
 from broker.endpoints import bind, remove_ipc_file, sender
 from broker.price_sources import KalshiEndpoint, PolymarketEndpoint
 from broker.protocol import MarketKey, ProtocolError, key_text
@@ -37,6 +37,9 @@ from markets.models import Platform
 from markets.ws_stats import LogLimiter
 from workers.feeds import VenueFeeds
 from workers.publisher import Publisher
+
+if TYPE_CHECKING:
+    from loadtest.instrument import FrameLog
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,8 @@ class Worker:
     def __init__(self, worker_id: str, broker: str, pub: str, snapshot: str, *,
                  kalshi: KalshiEndpoint | None, polymarket: PolymarketEndpoint | None,
                  capacity: int = 10_000, heartbeat: float = 0.5, broker_timeout: float = 3.0,
-                 pub_hwm: int = 100_000, allow_remote: bool = False) -> None:
+                 pub_hwm: int = 100_000, allow_remote: bool = False, frame_log: FrameLog | None = None,
+                 curve: security.CurveKeys | None = None) -> None:
         self.worker_id = worker_id
         self.broker = broker
         self.pub_endpoint = pub
@@ -57,6 +61,9 @@ class Worker:
         self.broker_timeout = broker_timeout
         self.pub_hwm = pub_hwm
         self.allow_remote = allow_remote
+        self.frame_log = frame_log
+        self.curve = curve
+        """Optional: when each venue frame was read (the load run's log; `loadtest.instrument`)."""
         self.kalshi, self.polymarket = kalshi, polymarket
         self.assign_version = 0
         self.counters: dict[str, int] = {"assignments": 0, "registrations": 0, "snapshot_requests": 0,
@@ -74,12 +81,17 @@ class Worker:
         snap = ctx.socket(zmq.ROUTER)
         control = ctx.socket(zmq.DEALER)
         bound: list[str] = []
+        auth = None
         try:
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, self.pub_hwm)
-            for sock in (snap, control):
+            for sock in (pub, snap, control):  # a PUB receives subscriptions: bounded too
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_BYTES)
+            auth = security.start_authenticator(ctx, self.curve)
+            security.server(pub, self.curve)
+            security.server(snap, self.curve)
+            security.client(control, self.curve)
             self.pub_endpoint = bind(pub, self.pub_endpoint, what="worker PUB endpoint", allow_remote=self.allow_remote)
             bound.append(self.pub_endpoint)
             self.snapshot_endpoint = bind(snap, self.snapshot_endpoint, what="worker snapshot endpoint",
@@ -92,6 +104,9 @@ class Worker:
             self._control = sender(control)
             self.publisher = Publisher(pub)
             self.feeds = VenueFeeds(self.kalshi, self.polymarket, self.publisher.publish)
+            if self.frame_log is not None:
+                for venue, feed in self.feeds.feeds.items():
+                    self.frame_log.attach(venue.value, feed.client.ws)
             self.feeds.start()
             self._register()
             tasks = [asyncio.create_task(self._control_loop(control, stop), name="worker-control"),
@@ -107,6 +122,7 @@ class Worker:
                 await self.feeds.close()
             for sock in (pub, snap, control):
                 sock.close(linger=0)
+            security.stop_authenticator(auth)
             ctx.term()
             for endpoint in bound:
                 remove_ipc_file(endpoint)

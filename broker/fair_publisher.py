@@ -20,6 +20,7 @@ from typing import Self
 import zmq
 
 from broker.endpoints import bind, remove_ipc_file
+from broker.protocol import MAX_CONTROL_BYTES
 from shard.fair_feed import FairValue, encode_fair, fair_topic
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class FairFeedPublisher:
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)  # it receives subscriptions from any peer
         try:
             self.endpoint = bind(self._socket, self.endpoint, what="fair-value feed",
                                  allow_remote=self._allow_remote)

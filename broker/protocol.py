@@ -73,6 +73,9 @@ class ProtocolError(ValueError):
 
 
 def market_key(venue: Platform | str, market_id: str) -> MarketKey:
+    """ValueError for an unknown venue or a market id that is not a string (keys are hashed: a list would raise)."""
+    if not isinstance(market_id, str):
+        raise ValueError(f"market id must be a string, got {type(market_id).__name__}")
     return Platform(venue), market_id
 
 

@@ -23,8 +23,7 @@ import zmq.asyncio
 
 from broker import security
 from broker.endpoints import bind, remove_ipc_file
-from broker.protocol import MAX_CONTROL_BYTES
-from broker.protocol import MarketKey
+from broker.protocol import MAX_CONTROL_BYTES, MarketKey
 from broker.universe import Game
 from markets.models import MarketPrice, Platform
 from shard import fair_feed
@@ -135,9 +134,11 @@ class GameShard:
 
     async def _fair_loop(self, sock: zmq.asyncio.Socket, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            topic, payload = (await sock.recv_multipart())[:2]
+            parts = await sock.recv_multipart()
             try:
-                record = fair_feed.decode_fair(payload)
+                if len(parts) != 2:  # a feed is any peer's PUB: a malformed message is dropped, never fatal
+                    raise ValueError(f"a fair-value message has 2 frames, got {len(parts)}")
+                record = fair_feed.decode_fair(parts[1])
             except ValueError as exc:
                 self.counters["fair_rejected"] += 1
                 log.debug("bad fair-value record: %s", exc)

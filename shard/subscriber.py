@@ -146,6 +146,10 @@ class PriceSubscriber:
         try:
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.RCVHWM, self.rcvhwm)
+            # Subscriptions travel to each PUB as messages on the SUB's outbound pipe: past its
+            # high-water mark (1000 by default) ZeroMQ drops them silently, and a shard following
+            # thousands of markets would never hear of most of them (seen at 2,000 markets).
+            sub.setsockopt(zmq.SNDHWM, 0)
             sub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_BYTES)
             control.setsockopt(zmq.LINGER, 0)
             control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_BYTES)
@@ -224,7 +228,8 @@ class PriceSubscriber:
             self.on_directory(directory)
         for worker_id, (pub, snapshot) in directory.workers.items():
             if pub not in self._pubs:
-                self._sub.connect(pub)
+                if not self._connect(self._sub, pub, worker_id):
+                    continue
                 self._pubs.add(pub)
             sock = self._snap.get(worker_id)
             if sock is None or self._snap_endpoint.get(worker_id) != snapshot:
@@ -236,7 +241,9 @@ class PriceSubscriber:
                 sock.setsockopt(zmq.IMMEDIATE, 1)
                 sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_BYTES)
                 security.client(sock, self.curve)
-                sock.connect(snapshot)
+                if not self._connect(sock, snapshot, worker_id):
+                    self._snap.pop(worker_id).close(linger=0)
+                    del self._snap_endpoint[worker_id]
         live_pubs = {pub for pub, _ in directory.workers.values()}
         for pub in self._pubs - live_pubs:
             try:
@@ -266,6 +273,16 @@ class PriceSubscriber:
             if placed is not None and state.set_epoch(placed[1]):
                 state.requested_ns = 0
         self._request_snapshots(time.time_ns())
+
+    def _connect(self, sock: zmq.Socket, endpoint: str, worker_id: str) -> bool:
+        """Connect to an endpoint a worker registered; one ZeroMQ refuses is counted and skipped, never fatal."""
+        try:
+            sock.connect(endpoint)
+            return True
+        except zmq.ZMQError as exc:
+            self.counters["bad_endpoint"] += 1
+            self._warn("endpoint", f"worker {worker_id!r:.60}: cannot connect to {endpoint!r:.100}: {exc}")
+            return False
 
     # -- prices --------------------------------------------------------------------------
 

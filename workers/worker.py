@@ -111,9 +111,16 @@ class Worker:
             self._register()
             tasks = [asyncio.create_task(self._control_loop(control, stop), name="worker-control"),
                      asyncio.create_task(self._snapshot_loop(snap, stop), name="worker-snapshots")]
+            stopped = asyncio.create_task(stop.wait())
             try:
-                await stop.wait()
+                # A loop that fails ends the worker (and the launcher restarts it) rather than leaving
+                # a worker that publishes but no longer answers the broker or snapshot requests.
+                done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not stopped:
+                        task.result()
             finally:
+                stopped.cancel()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)

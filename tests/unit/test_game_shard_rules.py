@@ -74,8 +74,12 @@ def published(shard: GameShard) -> list[tuple[bytes, dict[str, Any]]]:
     return shard._pub.sent  # type: ignore[union-attr]
 
 
-CROSSED = (price(K, 0.38, 0.40), price(P, 0.50, 0.52))
-"""Buy YES on Kalshi at 0.40 and NO on Polymarket at 1 - 0.50: 0.90 for a sure $1, before fees."""
+def crossed() -> tuple[MarketPrice, MarketPrice]:
+    """Buy YES on Kalshi at 0.40 and NO on Polymarket at 1 - 0.50: 0.90 for a sure $1, before fees.
+
+    Made fresh by each test: records built at import would be minutes old (past MAX_AGE)
+    by the time a long suite reaches them."""
+    return price(K, 0.38, 0.40), price(P, 0.50, 0.52)
 
 
 def test_the_constructor_opens_no_socket() -> None:
@@ -85,7 +89,7 @@ def test_the_constructor_opens_no_socket() -> None:
 
 
 def test_crossed_books_after_fees_publish_one_arbitrage(shard: GameShard) -> None:
-    for record in CROSSED:
+    for record in crossed():
         feed(shard, record)
     [(topic, body)] = published(shard)
     assert topic == signal_topic("nfl-kc-buf") == b"signal/nfl-kc-buf|"
@@ -124,14 +128,14 @@ def ask_empty(record: MarketPrice) -> MarketPrice:
 @pytest.mark.parametrize("spoil", [stale, resyncing, closed, ask_empty], ids=lambda f: f.__name__)
 def test_no_arbitrage_from_a_side_that_cannot_be_traded(
         shard: GameShard, spoil: Callable[[MarketPrice], MarketPrice]) -> None:
-    kalshi, poly = CROSSED
+    kalshi, poly = crossed()
     feed(shard, spoil(kalshi))
     feed(shard, poly)
     assert published(shard) == []
 
 
 def test_no_arbitrage_while_a_side_awaits_its_snapshot(shard: GameShard) -> None:
-    kalshi, poly = CROSSED
+    kalshi, poly = crossed()
     feed(shard, kalshi, awaiting=True)
     feed(shard, poly)
     assert published(shard) == []
@@ -139,20 +143,20 @@ def test_no_arbitrage_while_a_side_awaits_its_snapshot(shard: GameShard) -> None
 
 def test_no_arbitrage_from_a_price_not_confirmed_within_max_age(shard: GameShard) -> None:
     feed(shard, price(K, 0.38, 0.40, age_ns=OLD_NS))
-    feed(shard, CROSSED[1])
+    feed(shard, crossed()[1])
     assert published(shard) == []
 
 
 def test_a_quiet_market_confirmed_recently_still_signals(shard: GameShard) -> None:
     """Quiet is not stale: unchanged for two minutes, but the owner's snapshot just showed the same record."""
     feed(shard, price(K, 0.38, 0.40, age_ns=OLD_NS), confirmed_age_ns=0)
-    feed(shard, CROSSED[1])
+    feed(shard, crossed()[1])
     [(_, body)] = published(shard)
     assert body["kind"] == "arbitrage"
 
 
 def test_a_persisting_signal_is_published_once_and_again_when_it_changes_or_returns(shard: GameShard) -> None:
-    kalshi, poly = CROSSED
+    kalshi, poly = crossed()
     feed(shard, kalshi)
     feed(shard, poly)
     assert len(published(shard)) == 1
@@ -168,7 +172,7 @@ def test_a_persisting_signal_is_published_once_and_again_when_it_changes_or_retu
 
 
 def test_nothing_is_evaluated_for_a_game_that_did_not_change(shard: GameShard) -> None:
-    for record in CROSSED:
+    for record in crossed():
         feed(shard, record)
     published(shard)
     shard._pub.sent.clear()  # type: ignore[union-attr]

@@ -31,12 +31,33 @@ wait has a deadline; on expiry the next attempt's frames come from
 when the hook returns []) the connection is reconnected -- unless another of its
 markets is LIVE: then the connection demonstrably works, the fault is the market's,
 and a reconnect would only take the healthy books down with it, so the market's
-ladder starts again after one more `resync_timeout`. The watchdog marks a LIVE
-market STALE when it had no data for `stale_after` seconds and starts the same
-ladder; a subclass that *knows* a book is wrong (sequence gap, impossible level)
+ladder starts again after one more `resync_timeout`. A market with no data for
+`stale_after` seconds is only *quiet*: silence alone is not staleness (most real
+markets go minutes without a change), so the watchdog hands it to the venue's
+`_on_quiet`, which keeps it LIVE when the venue proves the book another way
+(Kalshi's continuous `seq`, a Polymarket REST check) and otherwise marks it STALE
+("unknown", the default) and starts the same ladder. Whether a *connection* is
+alive is the connection's business (frames, protocol pings and pongs; see
+`markets.ws_connection`). A subclass that *knows* a book is wrong (sequence gap, impossible level)
 calls `_resync(market_ids, reason)`, which drops the levels (status RESYNCING,
 emitted once, so no price is ever published from a book known to be wrong) and
-starts it too.
+starts it too. A crossed or locked book (bid >= ask) is never published: `_emit`
+republishes the last good top as STALE for a grace of `crossed_grace_updates`
+updates or `crossed_grace` seconds (a venue can disagree with itself for a moment),
+then takes it for a wrong book and resyncs it.
+
+Markets that end
+----------------
+A market that stops trading is published CLOSED once and then left alone: it is
+unsubscribed on the wire, dropped from its connection's markets (so no reconnect
+resubscribes it, no watchdog or snapshot request touches it, and nothing the venue
+still sends for it can make it LIVE), while its book stays assigned for
+`latest_price` and `unsubscribe`. What closes it: the venue (`_close_market` from a
+venue hook: not found, paused, determined, resolved), the caller (`close_market`,
+e.g. from REST), or its close time (`set_close_time`; checked by every
+housekeeping tick, because a Kalshi close has no event at all). Why it closed
+decides what reopens it (`markets.market_lifecycle.Closure`); a reopened market
+goes RESYNCING and is LIVE again only from a fresh snapshot.
 
 Hot path
 --------
@@ -78,13 +99,24 @@ Extension points (what a venue subclass implements)
   to their books; only membership is theirs to test); other underscore state belongs
   to the base class. Multi-market hand-offs: ``_resync`` (book known wrong),
   ``_retry_snapshots`` (a snapshot request failed), ``_close_market`` (the venue says
-  the market is gone), ``_expect_snapshots`` (a snapshot was asked for by other means).
+  the market is gone, paused or settled), ``_reopen_market`` (it trades again),
+  ``_expect_snapshots`` (a snapshot was asked for by other means).
 * ``_on_connected(connection)`` / ``_on_disconnected(connection)``: reset per-session
   venue state (e.g. Kalshi sids restart on every connection).
+* ``_on_quiet(connection, market_ids, now)``: usable books with no data for
+  ``stale_after`` seconds on an open session (at most once per ``stale_after`` per
+  market). Default: STALE and resync; override when the venue can prove a quiet
+  book (keep it LIVE) or check it (``_mark_unknown`` makes it STALE meanwhile).
+* ``_is_auth_refusal(status) -> bool``: whether a refused handshake blames our
+  credentials (counted towards ``max_auth_failures``) or is a backoff.
 * ``_keepalive() -> list[str]``: application-level pings sent every
-  ``keepalive_interval`` seconds (Polymarket's text "PING"); protocol-level pings are
-  answered by aiohttp (autoping) and our own protocol pings run every
-  ``ping_interval`` seconds (aiohttp heartbeat; no PONG within half of it = dead peer).
+  ``keepalive_interval`` seconds (Polymarket's text "PING"); the venue's protocol
+  pings are answered by the connection's reader (and count as liveness), and our
+  own protocol pings run every ``ping_interval`` seconds (aiohttp heartbeat;
+  nothing received within half of it after a ping = dead peer).
+* ``_frames_admitted(outbox) -> int``: how many queued frames may go out now, for a
+  venue that limits its command rate (Kalshi); the rest wait, in order, and a
+  subclass calls ``_restart_snapshot_wait`` for the snapshot requests among them.
 """
 
 from __future__ import annotations
@@ -95,12 +127,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
 from typing import ClassVar, Self
 
 import aiohttp
 
 from markets.backoff import backoff_delay
 from markets.book import LocalOrderBook
+from markets.market_lifecycle import Closure, MarketLifecycle
 from markets.models import MarketPrice, Platform, PriceStatus
 from markets.price_queue import LatestPriceQueue, QueueClosed
 from markets.ws_connection import WebSocketConnection
@@ -110,6 +144,8 @@ log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
 _LIVE = PriceStatus.LIVE
+_CLOSED = PriceStatus.CLOSED
+_AUTH_STATUSES = frozenset({401, 403})
 
 PriceCallback = Callable[[MarketPrice], None]
 
@@ -125,9 +161,12 @@ class ClientClosedError(RuntimeError):
 class BaseWebSocketClient(abc.ABC):
     """Venue-neutral streaming client; see the module docstring for the design.
 
-    Options (seconds unless noted): `receive_timeout` (no frame at all on a
-    connection with markets -> reconnect; None disables), `stale_after` (per-market
-    watchdog), `resync_timeout` (how long a snapshot may take before the next
+    Options (seconds unless noted): `receive_timeout` (no frame of any kind --
+    data, replies, the venue's protocol pings, our pings' pongs -- on a connection
+    with markets -> reconnect; None disables), `venue_ping_timeout` (no protocol
+    PING from a venue that promises them -> reconnect; None, the default, for a
+    venue that does not ping), `stale_after` (silence after which a
+    market is handed to `_on_quiet`), `resync_timeout` (how long a snapshot may take before the next
     attempt), `resync_attempts` (attempts before reconnecting), `max_msg_size`
     (bytes; a bigger frame is rejected and the socket reconnected),
     `backoff_initial`/`backoff_max` (reconnect delays, doubled per failed attempt,
@@ -139,6 +178,9 @@ class BaseWebSocketClient(abc.ABC):
     the peer stopped reading: reconnect), `watchdog_interval` (housekeeping
     period, default derived from the timeouts), `max_markets_per_connection`
     (None = one connection),
+    `crossed_grace_updates` / `crossed_grace` (how many further updates, and how
+    many seconds, a LIVE book may stay crossed or locked before it is taken for a
+    wrong book and resynced; see `_emit`),
     `max_pending_prices` (per stream queue), `compress` (permessage-deflate window
     bits; 0 = off, which saves CPU on the hot path).
     """
@@ -151,6 +193,7 @@ class BaseWebSocketClient(abc.ABC):
         url: str,
         session: aiohttp.ClientSession | None = None,
         receive_timeout: float | None = 60.0,
+        venue_ping_timeout: float | None = None,
         stale_after: float = 30.0,
         resync_timeout: float = 10.0,
         resync_attempts: int = 4,
@@ -168,12 +211,16 @@ class BaseWebSocketClient(abc.ABC):
         max_markets_per_connection: int | None = None,
         max_pending_prices: int = 100_000,
         compress: int = 0,
+        crossed_grace_updates: int = 5,
+        crossed_grace: float = 1.0,
     ) -> None:
         for name, value in (("stale_after", stale_after), ("resync_timeout", resync_timeout),
+                            ("crossed_grace", crossed_grace),
                             ("backoff_initial", backoff_initial), ("backoff_max", backoff_max),
                             ("connect_timeout", connect_timeout), ("close_timeout", close_timeout),
                             ("send_timeout", send_timeout),
                             ("receive_timeout", receive_timeout), ("ping_interval", ping_interval),
+                            ("venue_ping_timeout", venue_ping_timeout),
                             ("keepalive_interval", keepalive_interval),
                             ("watchdog_interval", watchdog_interval)):
             if value is not None and not value > 0:
@@ -184,11 +231,13 @@ class BaseWebSocketClient(abc.ABC):
             raise ValueError(f"healthy_after must be >= 0 seconds, got {healthy_after!r}")
         for name, count in (("max_auth_failures", max_auth_failures), ("max_msg_size", max_msg_size),
                             ("max_pending_prices", max_pending_prices),
-                            ("resync_attempts", resync_attempts)):
+                            ("resync_attempts", resync_attempts),
+                            ("crossed_grace_updates", crossed_grace_updates)):
             if count < 1:
                 raise ValueError(f"{name} must be >= 1, got {count!r}")
         self.url = url
         self.receive_timeout = receive_timeout
+        self.venue_ping_timeout = venue_ping_timeout
         self.stale_after = stale_after
         self.resync_timeout = resync_timeout
         self.resync_attempts = resync_attempts
@@ -207,6 +256,10 @@ class BaseWebSocketClient(abc.ABC):
         self.max_markets_per_connection = max_markets_per_connection
         self.max_pending_prices = max_pending_prices
         self.compress = compress
+        self.crossed_grace_updates = crossed_grace_updates
+        self.crossed_grace = crossed_grace
+        self._crossed_grace_ns = int(crossed_grace * _NS)
+        self._crossed: dict[str, tuple[int, int]] = {}  # market -> (first crossed ns, crossed updates)
         self.stats = ClientStats()
         self._session = session
         self._owns_session = session is None
@@ -215,6 +268,8 @@ class BaseWebSocketClient(abc.ABC):
         self._conn_of: dict[str, WebSocketConnection] = {}
         self._latest: dict[str, MarketPrice] = {}
         self._awaiting: dict[str, tuple[int, int]] = {}  # market -> (deadline ns, attempt)
+        self._quiet_checked: dict[str, int] = {}  # market -> when it was last handed to _on_quiet
+        self._lifecycle = MarketLifecycle()
         self._sinks: list[tuple[frozenset[str] | None, PriceCallback]] = []
         self._streams: set[LatestPriceQueue] = set()
         self._stale_after_ns = int(stale_after * _NS)
@@ -262,6 +317,43 @@ class BaseWebSocketClient(abc.ABC):
     def _keepalive(self) -> list[str]:
         """Application-level keep-alive frames, sent every `keepalive_interval` seconds."""
         return []
+
+    def _frames_admitted(self, outbox: list[str]) -> int:
+        """How many of the queued frames may be written now (a venue that limits its
+        command rate holds the rest back; they stay queued in order). Default: all."""
+        return len(outbox)
+
+    def _is_auth_refusal(self, status: int) -> bool:
+        """Whether a handshake refused with HTTP `status` blames our credentials.
+
+        Default: 401 and 403 do (a signed venue refusing the key); everything else
+        (429, 5xx) is a backoff. A public feed overrides this: without credentials
+        a 403/429 can only come from something in front of the venue (a CDN).
+        """
+        return status in _AUTH_STATUSES
+
+    def _on_quiet(self, connection: WebSocketConnection, market_ids: list[str], now: int) -> None:
+        """These usable books on an open session had no data for `stale_after` seconds.
+
+        Silence alone proves nothing either way, so a venue that can prove a book
+        another way overrides this (Kalshi: continuous `seq`; Polymarket: a REST
+        check). This default is for a venue with no such proof: the book is unknown,
+        so it is marked STALE (emitted once) and fresh snapshots are asked for.
+        """
+        self.stats.stale_trips += len(market_ids)
+        log.warning("%s: no data for %.3f s on %d market(s): %s", connection.name, self.stale_after,
+                    len(market_ids), ", ".join(market_ids[:10]))
+        self._mark_unknown(market_ids, now)
+        self._request_snapshots(connection, market_ids, 0, now)
+
+    def _mark_unknown(self, market_ids: Iterable[str], now: int) -> None:
+        """LIVE books whose truth nobody can vouch for right now: STALE, emitted once."""
+        books = self._books
+        for market_id in market_ids:
+            book = books.get(market_id)
+            if book is not None and book.status is _LIVE:
+                book.mark_stale()
+                self._emit(book, now)
 
     # -- public API ----------------------------------------------------------------
 
@@ -334,14 +426,39 @@ class BaseWebSocketClient(abc.ABC):
             for market_id in ids:
                 self._books[market_id] = self._new_book(market_id)
                 self._conn_of[market_id] = connection
+            ids = self._still_trading(ids, now)
             connection.markets.update(ids)
-            if connection.connected:
+            if connection.connected and ids:
                 self._expect_snapshots(ids, 0, now)
                 await connection.send(self._build_subscribe_message(ids))
             connection.start()
 
+    def set_close_time(self, market_id: str, when: datetime | float | None) -> None:
+        """When the market stops trading (aware datetime or Unix seconds; None forgets it).
+
+        The client closes the market itself when this passes, because the venue may
+        not say so (Kalshi closes silently on the book channel). Works before or after
+        `subscribe`; a close moved into the future reopens a market closed only by its
+        close time (through a fresh snapshot). See `markets.market_lifecycle`.
+        """
+        close_ns = self._lifecycle.set_close_time(market_id, when)
+        if close_ns is None:
+            return
+        now = time.time_ns()
+        if close_ns > now:
+            self._reopen_market(market_id, "close time moved into the future", Closure.CLOSE_TIME)
+        elif market_id in self._books:
+            self._close_market(market_id, "close_time passed", Closure.CLOSE_TIME)
+
+    def close_market(self, market_id: str, reason: str, closure: Closure = Closure.FINAL) -> None:
+        """The caller knows the market does not trade (e.g. its REST status): publish it
+        CLOSED once and stop streaming it; before `subscribe`, it is remembered and the
+        market is published CLOSED when subscribed, without a subscription on the wire."""
+        self._close_market(market_id, reason, closure)
+
     async def unsubscribe(self, market_ids: Iterable[str]) -> None:
-        """Unsubscribe on the wire and forget the books, prices and counters of the markets."""
+        """Unsubscribe on the wire and forget the books, prices, counters and known close
+        times and closures of the markets (closed ones included)."""
         for connection, ids in self._by_connection(dict.fromkeys(market_ids)).items():
             frames = self._build_unsubscribe_message(ids)
             connection.markets.difference_update(ids)
@@ -350,6 +467,9 @@ class BaseWebSocketClient(abc.ABC):
                 del self._conn_of[market_id]
                 self._latest.pop(market_id, None)
                 self._awaiting.pop(market_id, None)
+                self._quiet_checked.pop(market_id, None)
+                self._crossed.pop(market_id, None)
+                self._lifecycle.forget(market_id)
                 self.stats.last_message_ns.pop(market_id, None)
             if connection.connected:
                 await connection.send(frames)
@@ -400,11 +520,22 @@ class BaseWebSocketClient(abc.ABC):
     # -- for subclasses ------------------------------------------------------------
 
     def _emit(self, book: LocalOrderBook, recv_ns: int) -> None:
-        """Publish the book's top if it differs from the last emitted one (hot path)."""
+        """Publish the book's top if it differs from the last emitted one (hot path).
+
+        No price from a crossed or locked book (bid >= ask) is ever published: the
+        consumer keeps the last top it got, re-marked STALE (see `_withhold_crossed`).
+        """
         price = book.to_market_price(recv_ns)
         market_id = price.market_id
-        if self._awaiting and price.status is _LIVE:  # a snapshot landed: the wait is over
+        if self._awaiting and book.status is _LIVE:  # a snapshot landed: the wait is over
             self._awaiting.pop(market_id, None)
+        if book.is_crossed:
+            withheld = self._withhold_crossed(book, price, recv_ns)
+            if withheld is None:
+                return
+            price = withheld
+        elif self._crossed:
+            self._crossed.pop(market_id, None)
         prev = self._latest.get(market_id)
         if (prev is not None and prev.yes_bid == price.yes_bid and prev.yes_ask == price.yes_ask
                 and prev.yes_bid_size == price.yes_bid_size and prev.yes_ask_size == price.yes_ask_size
@@ -421,6 +552,49 @@ class BaseWebSocketClient(abc.ABC):
                     if held is not None:
                         log.exception("price listener %r failed (%d similar not logged)", sink, held)
 
+    def _withhold_crossed(self, book: LocalOrderBook, price: MarketPrice, now: int) -> MarketPrice | None:
+        """What to publish instead of a crossed book's top; None: nothing.
+
+        A crossing can be a moment's disagreement (the venue reports a sweep's new
+        level before the removal of the one it took), so a LIVE book gets a grace of
+        `crossed_grace_updates` further updates and `crossed_grace` seconds (the
+        housekeeper enforces the time on a book that goes quiet while crossed); past
+        it the book is wrong and is resynced. Meanwhile the consumer sees its last
+        top again with the book's status, which `to_market_price` already reads as
+        STALE (the first time, with no top yet, the sides are empty).
+        """
+        market_id = price.market_id
+        if book.status is _LIVE:
+            first_ns, updates = self._crossed.get(market_id, (now, -1))
+            updates += 1
+            if updates >= self.crossed_grace_updates or now - first_ns >= self._crossed_grace_ns:
+                self._resync_crossed([market_id])
+                return None
+            self._crossed[market_id] = (first_ns, updates)
+            self.stats.dropped["crossed_book"] += 1
+        else:
+            self._crossed.pop(market_id, None)
+        prev = self._latest.get(market_id)
+        if prev is None:
+            return price._replace(yes_bid=None, yes_ask=None, yes_bid_size=None, yes_ask_size=None)
+        return prev._replace(status=price.status, recv_ts_ns=now)
+
+    def _resync_crossed(self, market_ids: list[str]) -> None:
+        """Books that stayed crossed past the grace are wrong books: counted, resynced."""
+        for market_id in market_ids:
+            self._crossed.pop(market_id, None)
+            self._reject("crossed_book", f"{market_id}: bid >= ask past {self.crossed_grace_updates} "
+                         f"update(s) or {self.crossed_grace} s")
+        self._resync(market_ids, "crossed book")
+
+    def _expire_crossed(self, connection: WebSocketConnection, now: int) -> None:
+        """The time half of the crossed-book grace, for books no update touches."""
+        deadline = now - self._crossed_grace_ns
+        expired = [m for m, (first_ns, _) in self._crossed.items()
+                   if first_ns <= deadline and m in connection.markets]
+        if expired:
+            self._resync_crossed(expired)
+
     def _resync(self, market_ids: Iterable[str], reason: str, *, restart: bool = False) -> None:
         """The books of these markets are known to be wrong: drop their levels (RESYNCING,
         emitted once) and ask for fresh snapshots. A market whose snapshot is already
@@ -429,7 +603,7 @@ class BaseWebSocketClient(abc.ABC):
         fresh: list[str] = []
         for market_id in market_ids:
             book = self._books.get(market_id)
-            if book is None:
+            if book is None or book.status is _CLOSED:
                 continue
             book.mark_resyncing()
             self._emit(book, now)
@@ -449,15 +623,59 @@ class BaseWebSocketClient(abc.ABC):
         for connection, ids in self._by_connection(market_ids).items():
             self._advance(connection, ids, now)
 
-    def _close_market(self, market_id: str, reason: str) -> None:
-        """The venue says the market cannot be streamed (gone, not found): CLOSED, no retries."""
+    def _close_market(self, market_id: str, reason: str, closure: Closure = Closure.FINAL) -> None:
+        """The market does not trade (gone, settled, paused, past its close time): CLOSED,
+        published once, unsubscribed on the wire and left out of reconnects, watchdog and
+        snapshot requests. The book and its connection stay assigned (so `unsubscribe`
+        and `_reopen_market` find them); `closure` says what may reopen it."""
+        self._lifecycle.record_close(market_id, closure)
         book = self._books.get(market_id)
-        if book is None:
-            return
-        log.warning("%s: market %s closed: %s", self.platform, market_id, reason)
+        connection = self._conn_of.get(market_id)
+        if book is None or connection is None or (book.status is _CLOSED and market_id not in connection.markets):
+            return  # not subscribed, or closed already
+        log.info("%s: market %s closed: %s", self.platform, market_id, reason)  # routine, not a fault
         self._awaiting.pop(market_id, None)
+        if market_id in connection.markets:
+            connection.markets.discard(market_id)
+            connection.queue(self._build_unsubscribe_message([market_id]))
         book.mark_closed()
         self._emit(book, time.time_ns())
+
+    def _reopen_market(self, market_id: str, reason: str, closure: Closure) -> None:
+        """The venue reopened a market closed for `closure` (a reactivation, a close moved
+        into the future): its old levels are worthless, so it comes back RESYNCING and
+        goes LIVE only from a fresh snapshot."""
+        now = time.time_ns()
+        if not self._lifecycle.reopen(market_id, closure, now):
+            return
+        book = self._books.get(market_id)
+        connection = self._conn_of.get(market_id)
+        if book is None or connection is None or book.status is not _CLOSED:
+            return  # not subscribed: `subscribe` will find it open
+        log.info("%s: market %s reopened: %s", self.platform, market_id, reason)
+        connection.markets.add(market_id)
+        book.mark_resyncing()
+        self._emit(book, now)
+        if connection.connected:
+            self._expect_snapshots([market_id], 0, now)
+            connection.queue(self._build_subscribe_message([market_id]))
+
+    def _still_trading(self, market_ids: list[str], now: int) -> list[str]:
+        """The markets not known to be closed; the others are closed here (CLOSED, once)."""
+        trading = []
+        for market_id in market_ids:
+            closure = self._lifecycle.closed_reason(market_id, now)
+            if closure is None:
+                trading.append(market_id)
+            else:
+                self._close_market(market_id, f"known closed ({closure})", closure)
+        return trading
+
+    def _close_due(self, now: int) -> None:
+        """Close the subscribed markets whose close time has come (no venue event needed)."""
+        for market_id in self._lifecycle.due(now):
+            if market_id in self._books:
+                self._close_market(market_id, "close_time passed", Closure.CLOSE_TIME)
 
     def _reject(self, reason: str, detail: object, data: object = "") -> None:
         """Count a bad frame under `reason` (a fixed string, never wire text) and log
@@ -477,6 +695,7 @@ class BaseWebSocketClient(abc.ABC):
 
     def _connection_up(self, connection: WebSocketConnection, now: int) -> None:
         self._on_connected(connection)
+        self._close_due(now)
         ids = sorted(connection.markets)
         if ids:
             self._expect_snapshots(ids, 0, now)
@@ -493,27 +712,31 @@ class BaseWebSocketClient(abc.ABC):
         self._on_disconnected(connection)
 
     def _check_markets(self, connection: WebSocketConnection, now: int) -> None:
-        """Watchdog and snapshot deadlines for one connection's markets."""
-        books, awaiting, last = self._books, self._awaiting, self.stats.last_message_ns
+        """Quiet markets and snapshot deadlines for one connection's markets.
+
+        A market is *quiet* when its book is usable (LIVE, or STALE on a session that
+        is up) and neither data nor a quiet check touched it for `stale_after`; it is
+        handed to `_on_quiet` at most once per `stale_after`, so a venue hook that asks
+        somebody (REST) is bounded by the watchdog itself."""
+        self._close_due(now)
+        if self._crossed:
+            self._expire_crossed(connection, now)
+        books, awaiting, last, checked = self._books, self._awaiting, self.stats.last_message_ns, self._quiet_checked
         since = now - self._stale_after_ns
-        stale: list[str] = []
+        quiet: list[str] = []
         expired: list[str] = []
         for market_id in connection.markets:
             entry = awaiting.get(market_id)
             if entry is not None:
                 if now >= entry[0]:
                     expired.append(market_id)
-            elif books[market_id].status is _LIVE and last.get(market_id, connection.connected_ns) < since:
-                stale.append(market_id)
-        if stale:
-            self.stats.stale_trips += len(stale)
-            log.warning("%s: no data for %.3f s on %d market(s): %s", connection.name, self.stale_after,
-                        len(stale), ", ".join(stale[:10]))
-            for market_id in stale:
-                book = books[market_id]
-                book.mark_stale()
-                self._emit(book, now)
-            self._request_snapshots(connection, stale, 0, now)
+            elif (books[market_id].is_ready
+                  and max(last.get(market_id, connection.connected_ns), checked.get(market_id, 0)) < since):
+                quiet.append(market_id)
+        if quiet:
+            for market_id in quiet:
+                checked[market_id] = now
+            self._on_quiet(connection, quiet, now)
         if expired:
             log.warning("%s: snapshot not received within %.3f s for %d market(s): %s", connection.name,
                         self.resync_timeout, len(expired), ", ".join(expired[:10]))
@@ -531,7 +754,11 @@ class BaseWebSocketClient(abc.ABC):
     def _request_snapshots(self, connection: WebSocketConnection, ids: list[str], attempt: int,
                            now: int) -> None:
         """Send attempt `attempt` of the snapshot ladder; when none is left, reconnect
-        only if nothing on the connection is LIVE (see "Snapshots and resyncs")."""
+        only if nothing on the connection is LIVE (see "Snapshots and resyncs"). A closed
+        market (no longer among the connection's markets) is never asked for."""
+        ids = [m for m in ids if m in connection.markets]
+        if not ids:
+            return
         frames = self._build_resync_message(ids, attempt) if attempt < self.resync_attempts else []
         if frames:
             self.stats.resyncs += len(ids)
@@ -554,6 +781,17 @@ class BaseWebSocketClient(abc.ABC):
         deadline = now + self._resync_timeout_ns
         for market_id in ids:
             self._awaiting[market_id] = (deadline, attempt)
+
+    def _restart_snapshot_wait(self, ids: Iterable[str], now: int) -> None:
+        """The snapshot requests of these markets are only now on the wire (a command
+        budget held them back): their `resync_timeout` counts from now, at the same
+        attempt, so a queue of paced requests never expires into more requests."""
+        deadline = now + self._resync_timeout_ns
+        awaiting = self._awaiting
+        for market_id in ids:
+            entry = awaiting.get(market_id)
+            if entry is not None:
+                awaiting[market_id] = (deadline, entry[1])
 
     def _auth_error(self, refusal: aiohttp.WSServerHandshakeError, count: int) -> WebSocketAuthError:
         """Why the client gives up after `count` refused handshakes in a row; the

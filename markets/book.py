@@ -71,6 +71,12 @@ class LocalOrderBook:
         if self.status is PriceStatus.LIVE:
             self.status = PriceStatus.STALE
 
+    def mark_verified(self) -> None:
+        """The venue just confirmed the top of a STALE book another way (a REST check of
+        a quiet market): LIVE again. Other statuses are left alone."""
+        if self.status is PriceStatus.STALE:
+            self.status = PriceStatus.LIVE
+
     def mark_resyncing(self) -> None:
         """The levels are known to be wrong; drop them until the next snapshot."""
         self.status = PriceStatus.RESYNCING
@@ -97,7 +103,10 @@ class LocalOrderBook:
 
     @property
     def is_crossed(self) -> bool:
-        """A bid at or above the ask: impossible on a matching venue, so a sign of a bad book."""
+        """A bid at or above the ask: impossible on a matching venue, so a sign of a bad book.
+
+        Locked (bid == ask) counts as crossed: the venue would have matched the two
+        orders. `MarketPrice.is_crossed` applies the same rule to a record."""
         return (self._best_bid is not None and self._best_ask is not None
                 and self._best_bid >= self._best_ask)
 
@@ -108,10 +117,18 @@ class LocalOrderBook:
     def to_market_price(self, recv_ts_ns: int = 0) -> MarketPrice:
         """The normalized record; an empty side is None, never a placeholder price.
 
+        A crossed or locked book is never reported LIVE, whoever asks (the WebSocket
+        emit path, a REST snapshot): its status reads STALE, "not known to be right",
+        while its levels stay as they are (it may be a moment's disagreement that the
+        next update resolves; `BaseWebSocketClient._emit` decides when it is not).
+
         `publish_ts_ns` and `seq` stay 0: they belong to whoever publishes the record
         (the design has the publishing worker assign the per-market sequence)."""
         scale = 10**self.size_places
         bid, ask, last = self._best_bid, self._best_ask, self.last_trade_ticks
+        status = self.status
+        if status is PriceStatus.LIVE and bid is not None and ask is not None and bid >= ask:
+            status = PriceStatus.STALE
         return MarketPrice(
             self.market_id,
             None if bid is None else bid / TICKS_PER_DOLLAR,
@@ -119,7 +136,7 @@ class LocalOrderBook:
             None if bid is None else self.bids[bid] / scale,
             None if ask is None else self.asks[ask] / scale,
             self.platform,
-            self.status,
+            status,
             None if last is None else last / TICKS_PER_DOLLAR,
             self.venue_ts_ms,
             recv_ts_ns,
@@ -212,12 +229,18 @@ class KalshiOrderBook(LocalOrderBook):
     def _ask_ticks(self, no_price: int) -> int:
         return no_price if self.use_yes_price else TICKS_PER_DOLLAR - no_price
 
-    def apply_snapshot(self, yes: Iterable[Level] | None, no: Iterable[Level] | None,
+    def apply_snapshot(self, yes: Sequence[Level] = (), no: Sequence[Level] = (),
                        ts_ms: int | None = None) -> None:
-        """Replace both sides from `yes_dollars_fp` / `no_dollars_fp` (an absent key is an empty side)."""
+        """Replace both sides from `yes_dollars_fp` / `no_dollars_fp`.
+
+        The venue omits the key of an empty side; the caller passes that as ``()``.
+        Any value that is not an array (``null``, ``""``, ``0``, ``false``, ``{}``) is
+        a malformed frame, not an empty side, and is refused like a bad level.
+        """
         try:
-            bids = self._parse_levels(yes or (), "yes")
-            asks = [(self._ask_ticks(price), size) for price, size in self._parse_levels(no or (), "no")]
+            bids = self._parse_levels(yes, "yes")
+            no_levels = self._parse_levels(no, "no")
+            asks = [(self._ask_ticks(price), size) for price, size in no_levels]
         except BookError:
             self.mark_resyncing()
             raise
@@ -255,7 +278,8 @@ class KalshiOrderBook(LocalOrderBook):
         """NO bids on the NO scale (price q = 1 - YES ask), whatever the subscription scale."""
         return {TICKS_PER_DOLLAR - price: size for price, size in self.asks.items()}
 
-    def _parse_levels(self, levels: Iterable[Level], side: KalshiSide) -> list[tuple[int, int]]:
+    def _parse_levels(self, levels: Sequence[Level], side: KalshiSide) -> list[tuple[int, int]]:
+        _require_array(levels, self.market_id, side)
         parsed = []
         for level in levels:
             if not isinstance(level, (list, tuple)) or len(level) != 2:
@@ -289,9 +313,11 @@ class PolymarketOrderBook(LocalOrderBook):
         self.token_id = token_id
         self.tick_size: int | None = None
 
-    def apply_snapshot(self, bids: Iterable[Mapping[str, object]], asks: Iterable[Mapping[str, object]],
+    def apply_snapshot(self, bids: Sequence[Mapping[str, object]], asks: Sequence[Mapping[str, object]],
                        ts_ms: int | None = None) -> None:
-        """Replace the book from a `book` event's levels (any order; the venue sends worst to best)."""
+        """Replace the book from a `book` event's levels (any order; the venue sends worst to best).
+
+        Each side must be an array of ``{"price", "size"}`` objects; anything else is refused."""
         try:
             parsed_bids, parsed_asks = self._parse_levels(bids, "bids"), self._parse_levels(asks, "asks")
         except BookError:
@@ -352,9 +378,12 @@ class PolymarketOrderBook(LocalOrderBook):
             return False
         return True
 
-    def _parse_levels(self, levels: Iterable[Mapping[str, object]], side: str) -> list[tuple[int, int]]:
+    def _parse_levels(self, levels: Sequence[Mapping[str, object]], side: str) -> list[tuple[int, int]]:
+        _require_array(levels, self.token_id, side)
         parsed = []
         for level in levels:
+            if not isinstance(level, Mapping):
+                raise BookError(f"{self.token_id}: {side} level must be an object, got {level!r:.80}")
             try:
                 price = parse_price_ticks(level["price"])  # type: ignore[arg-type]
                 size = parse_fixed(level["size"], POLYMARKET_SIZE_PLACES)  # type: ignore[arg-type]
@@ -364,6 +393,13 @@ class PolymarketOrderBook(LocalOrderBook):
                 raise BookError(f"{self.token_id}: negative size in {side} level {level!r}")
             parsed.append((price, size))
         return parsed
+
+
+def _require_array(levels: object, market_id: str, side: str) -> None:
+    """A snapshot side is a JSON array; a string, number, boolean or object in its place
+    is a broken frame, and reading it as an empty side would publish a wrong book."""
+    if not isinstance(levels, (list, tuple)):
+        raise BookError(f"{market_id}: {side} side must be an array of levels, got {levels!r:.80}")
 
 
 def _or_empty(ticks: int, empty_sentinel: int) -> int | None:

@@ -31,10 +31,12 @@ class Platform(StrEnum):
 class PriceStatus(StrEnum):
     """Whether a consumer may act on a price.
 
-    LIVE: the book is known to be exact. STALE: no data for longer than the watchdog
-    allows, or the connection is down. RESYNCING: the book is known to be wrong (a
-    sequence gap, an impossible level) and waits for a fresh snapshot. CLOSED: the
-    market no longer trades.
+    LIVE: the book is known to be exact. STALE: not known to be right, for now: the
+    connection is down, the book is unverified, or it disagrees with itself for a
+    moment (a crossed or locked top inside its grace: the record then carries the
+    last good top, never the crossed one). RESYNCING: the book is known to be wrong
+    (a sequence gap, an impossible level, a crossing that outlived its grace) and
+    waits for a fresh snapshot. CLOSED: the market no longer trades.
     """
 
     LIVE = "live"
@@ -43,46 +45,77 @@ class PriceStatus(StrEnum):
     CLOSED = "closed"
 
 
+MAX_MAGNITUDE_DIGITS = 12
+"""A wire number must be below 10**12 in magnitude (a trillion contracts, shares or
+dollars). Nothing real comes near it; anything larger is a broken or hostile frame,
+and refusing it here keeps every size a finite float when the record is built and
+keeps Decimal from overflowing on exponents like ``"1e999999999"``."""
+_MAX_WHOLE = 10**MAX_MAGNITUDE_DIGITS
+
+
 def parse_fixed(value: str | int | float, places: int) -> int:
     """Parse a decimal number into an integer count of 10**-places units.
 
     Wire values are decimal strings (``"0.960"``, ``".48"``, ``"-54.00"``), though
     some venues have been seen sending JSON numbers, so ints and floats are accepted
     too. Extra digits are rounded half away from zero, never truncated. Anything that
-    is not a finite decimal raises ValueError naming the value.
+    is not a finite ASCII decimal below 10**12 in magnitude raises ValueError naming
+    the value (never a `decimal` exception or OverflowError, which callers would not
+    expect from bad input).
     """
     if isinstance(value, str):
         text = value.strip()
+        if not text.isascii():  # str.isdigit() and Decimal would accept other scripts' digits
+            raise ValueError(f"not an ASCII decimal number: {value!r:.80}")
         negative = text.startswith("-")
         digits = text[1:] if negative or text.startswith("+") else text
         whole, dot, frac = digits.partition(".")
         if (whole.isdigit() or (whole == "" and frac)) and (frac.isdigit() or frac == ""):
+            if len(whole) > MAX_MAGNITUDE_DIGITS and whole.lstrip("0")[MAX_MAGNITUDE_DIGITS:]:
+                raise ValueError(f"number out of range: {value!r:.80}")
             scale = 10**places
             units = int(whole or "0") * scale
             if len(frac) <= places:
                 units += int(frac.ljust(places, "0") or "0")
             else:
                 units += int(frac[:places]) + (frac[places] >= "5")
-            return -units if negative else units
-        return _parse_fixed_slow(text, places)
+            return _bounded(-units if negative else units, places, value)
+        return _parse_fixed_slow(text, places, value)
     if isinstance(value, bool):
         raise ValueError(f"expected a decimal number, got boolean {value!r}")
     if isinstance(value, int):
-        return value * 10**places
+        return _bounded(value * 10**places, places, value)
     if isinstance(value, float):
-        return _parse_fixed_slow(repr(value), places)
-    raise ValueError(f"expected a decimal number, got {type(value).__name__} {value!r}")
+        return _parse_fixed_slow(repr(value), places, value)
+    raise ValueError(f"expected a decimal number, got {type(value).__name__} {value!r:.80}")
 
 
-def _parse_fixed_slow(text: str, places: int) -> int:
-    """Exponents, float reprs and other rare spellings go through Decimal."""
+def _bounded(units: int, places: int, value: object) -> int:
+    if -_MAX_WHOLE * 10**places < units < _MAX_WHOLE * 10**places:
+        return units
+    raise ValueError(f"number out of range: {value!r:.80}")
+
+
+def _parse_fixed_slow(text: str, places: int, value: object) -> int:
+    """Exponents, float reprs and other rare spellings go through Decimal.
+
+    The magnitude is checked before scaling, so no exponent can make Decimal
+    overflow or run past its precision."""
     try:
         number = Decimal(text)
     except InvalidOperation:
-        raise ValueError(f"not a decimal number: {text!r}") from None
+        raise ValueError(f"not a decimal number: {value!r:.80}") from None
     if not number.is_finite():
-        raise ValueError(f"not a finite number: {text!r}")
-    return int(number.scaleb(places).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        raise ValueError(f"not a finite number: {value!r:.80}")
+    if number and number.adjusted() >= MAX_MAGNITUDE_DIGITS:
+        raise ValueError(f"number out of range: {value!r:.80}")
+    if number.adjusted() < -places - 1:  # rounds to zero at this precision
+        return 0
+    try:
+        units = int(number.scaleb(places).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    except ArithmeticError:  # more digits than the context's 28 (only for a large `places`)
+        raise ValueError(f"number out of range: {value!r:.80}") from None
+    return _bounded(units, places, value)
 
 
 _PRICE_CACHE: dict[str, int] = {}
@@ -202,4 +235,7 @@ class MarketPrice(NamedTuple):
 
     @property
     def is_crossed(self) -> bool:
-        return self.yes_bid is not None and self.yes_ask is not None and self.yes_bid > self.yes_ask
+        """A bid at or above the ask. Locked (bid == ask) counts: a matching venue would
+        have traded the two orders, so such a top is not a book anyone can trade on.
+        The same rule as `LocalOrderBook.is_crossed`."""
+        return self.yes_bid is not None and self.yes_ask is not None and self.yes_bid >= self.yes_ask

@@ -26,10 +26,22 @@ repaired -- takes the same path: the supervisor cancels both children,
 closes the socket, marks the connection's books STALE (and emits that), waits an
 exponential backoff with jitter (reset only once a session stayed up for
 `healthy_after` seconds), and connects again. There is no detached reconnect task
-and no second reader. Handshakes refused with 401/403 are counted; after
-`max_auth_failures` in a row the supervisor stops retrying and fails the client
-with the `WebSocketAuthError` the client builds (the refused credentials are the
+and no second reader. Handshakes refused for our credentials (the client's
+`_is_auth_refusal`: 401/403 by default, never on a public feed, where a 403/429
+comes from a CDN and is a backoff) are counted; after `max_auth_failures` in a
+row the supervisor stops retrying and fails the client with the
+`WebSocketAuthError` the client builds (the refused credentials are the
 client's, and so is telling the consumers).
+
+Liveness. A connection is alive while frames of any kind arrive: data, replies,
+and the venue's protocol PING and our pings' PONG. The reader sees the control
+frames itself (aiohttp's autoping would answer and swallow them), answers each
+PING at once and stamps `last_frame_ns` for both, so `receive_timeout` means "no
+frame at all" -- a quiet but healthy socket (pings flowing, no data) is never
+reconnected for its silence. Heartbeats are watched both ways: a peer that stops
+answering our pings is dead by aiohttp's heartbeat (nothing received within half a
+`ping_interval` of a ping), and on a venue that promises pings of its own
+(`venue_ping_timeout`, Kalshi) their absence ends the session too.
 """
 
 from __future__ import annotations
@@ -52,8 +64,9 @@ log = logging.getLogger(__name__)
 _NS = 1_000_000_000
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
+_PING = WSMsgType.PING
+_PONG = WSMsgType.PONG
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
-_AUTH_STATUSES = frozenset({401, 403})
 
 
 class WebSocketConnection:
@@ -67,6 +80,7 @@ class WebSocketConnection:
         self.sessions = 0
         self.connected_ns = 0
         self.last_frame_ns = 0
+        self.last_ping_ns = 0
         self.established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outbox: list[str] = []
         self._drop_reason: str | None = None
@@ -110,9 +124,12 @@ class WebSocketConnection:
         """Send the outbox in order; the lock keeps batches from interleaving when a
         send waits for the socket to drain. A drain that does not come within
         `send_timeout` (the peer stopped reading) ends the session: waiting longer
-        would hold the housekeeper, and through the lock the reader, indefinitely."""
+        would hold the housekeeper, and through the lock the reader, indefinitely.
+        Frames past the client's command budget (`_frames_admitted`) stay queued, in
+        order, for a later flush (the housekeeper flushes on every tick)."""
         async with self._send_lock:
-            frames, self._outbox = self._outbox, []
+            admitted = self.client._frames_admitted(self._outbox)
+            frames, self._outbox = self._outbox[:admitted], self._outbox[admitted:]
             try:
                 async with asyncio.timeout(self.client.send_timeout):
                     for frame in frames:
@@ -143,7 +160,7 @@ class WebSocketConnection:
                     ws = await self._open()
                 except aiohttp.WSServerHandshakeError as exc:
                     client.stats.handshake_failures[str(exc.status)] += 1
-                    if exc.status in _AUTH_STATUSES:
+                    if client._is_auth_refusal(exc.status):
                         auth_failures += 1
                         if auth_failures >= client.max_auth_failures:
                             client._fail(self, client._auth_error(exc, auth_failures))
@@ -175,7 +192,7 @@ class WebSocketConnection:
             return await client._http().ws_connect(
                 client.url,
                 headers=headers,
-                autoping=True,
+                autoping=False,
                 heartbeat=client.ping_interval,
                 max_msg_size=client.max_msg_size,
                 compress=client.compress,
@@ -186,7 +203,7 @@ class WebSocketConnection:
         client = self.client
         now = time.time_ns()
         self.ws = ws
-        self.connected_ns = self.last_frame_ns = now
+        self.connected_ns = self.last_frame_ns = self.last_ping_ns = now
         self._drop_reason = None
         client.stats.connects += 1
         if self.sessions:
@@ -246,6 +263,18 @@ class WebSocketConnection:
             elif kind in _ENDED:
                 log.warning("%s: closed by peer (code %s)", self.name, ws.close_code)
                 return "peer_closed"
+            elif kind is _PING:
+                self.last_frame_ns = self.last_ping_ns = time.time_ns()
+                stats.pings_received += 1
+                try:
+                    await ws.pong(msg.data)
+                except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+                    log.debug("%s: pong failed (%s); the reader sees the socket end next", self.name, exc)
+                continue
+            elif kind is _PONG:
+                self.last_frame_ns = time.time_ns()
+                stats.pongs_received += 1
+                continue
             elif kind is WSMsgType.ERROR:
                 error = msg.data
                 if isinstance(error, aiohttp.WebSocketError) and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
@@ -275,6 +304,7 @@ class WebSocketConnection:
         client = self.client
         wake = self._wake
         receive_timeout_ns = None if client.receive_timeout is None else int(client.receive_timeout * _NS)
+        venue_ping_ns = None if client.venue_ping_timeout is None else int(client.venue_ping_timeout * _NS)
         keepalive_ns = None if client.keepalive_interval is None else int(client.keepalive_interval * _NS)
         next_keepalive = self.connected_ns + (keepalive_ns or 0)
         while True:
@@ -288,6 +318,9 @@ class WebSocketConnection:
                         and now - self.last_frame_ns > receive_timeout_ns):
                     log.warning("%s: no frame for %.3f s", self.name, (now - self.last_frame_ns) / _NS)
                     self._drop_reason = "receive_timeout"
+                elif venue_ping_ns is not None and self.markets and now - self.last_ping_ns > venue_ping_ns:
+                    log.warning("%s: no ping from the venue for %.3f s", self.name, (now - self.last_ping_ns) / _NS)
+                    self._drop_reason = "venue_ping_timeout"
                 else:
                     client._check_markets(self, now)
             if self._drop_reason is not None:

@@ -47,7 +47,11 @@ class ClientStats:
     `rejected` counts bad frames by reason (malformed JSON, unknown type, a wrong
     field, an impossible level, ...); `dropped` counts frames discarded on purpose
     (duplicates, deltas that arrive while a snapshot is awaited, frames for a market
-    just unsubscribed). `bytes` counts the characters of every frame handled, text or
+    just unsubscribed). `pings_received` and `pongs_received` count the venue's
+    protocol pings and its answers to ours (what keeps a quiet socket alive); `verifications` counts quiet-book checks by outcome and the
+    REST requests they cost (Polymarket). `disagreements` counts frames after which a
+    book disagreed with the venue's own best prices but not yet for long enough to
+    be called wrong (Polymarket; a persistent one is a resync, counted in `gaps`). `bytes` counts the characters of every frame handled, text or
     UTF-8 binary (JSON is ASCII, so that is bytes). `last_message_ns` is the receive
     time of the last data frame per market.
     """
@@ -65,6 +69,10 @@ class ClientStats:
     venue_errors: Counter[str] = field(default_factory=Counter)
     handshake_failures: Counter[str] = field(default_factory=Counter)
     disconnects: Counter[str] = field(default_factory=Counter)
+    pings_received: int = 0
+    pongs_received: int = 0
+    verifications: Counter[str] = field(default_factory=Counter)
+    disagreements: int = 0
     last_message_ns: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
@@ -83,5 +91,9 @@ class ClientStats:
             "venue_errors": dict(self.venue_errors),
             "handshake_failures": dict(self.handshake_failures),
             "disconnects": dict(self.disconnects),
+            "pings_received": self.pings_received,
+            "pongs_received": self.pongs_received,
+            "verifications": dict(self.verifications),
+            "disagreements": self.disagreements,
             "last_message_ns": dict(self.last_message_ns),
         }

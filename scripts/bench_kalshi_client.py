@@ -57,14 +57,18 @@ def offline_client(credentials: KalshiCredentials, tickers: list[str]) -> tuple[
     return client, client._build_subscribe_message(tickers)
 
 
-async def capture(credentials: KalshiCredentials, public_pem: bytes, markets: int, rounds: int
+async def capture(credentials: KalshiCredentials, public_pem: bytes, markets: int, rounds: int,
+                  outbound_limit: int = 20_000
                   ) -> tuple[list[str], dict[str, tuple[dict[int, int], dict[int, int]]]]:
-    """Frames the simulator sends for `rounds` updates of every market, and its final books."""
+    """Frames the simulator sends for `rounds` updates of every market, and its final books.
+
+    Every update is queued before the first is read: `outbound_limit` must exceed the
+    frames of a capture, or the simulator ends the subscription with error 25."""
     from markets.sim.kalshi import KalshiSimulator
 
     universe = build_universe(markets, seed=SEED)
     tickers = [m.kalshi_ticker for m in universe.markets]
-    async with KalshiSimulator(universe, rate=0.0, seed=SEED) as sim:
+    async with KalshiSimulator(universe, rate=0.0, seed=SEED, outbound_limit=outbound_limit) as sim:
         sim.register_key(credentials.key_id, public_pem)
         _, commands = offline_client(credentials, tickers)
         frames: list[str] = []

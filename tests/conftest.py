@@ -42,8 +42,10 @@ class RunningSimulators:
 
     @staticmethod
     def build(venue: type[Sim], n_markets: int, seed: int, options: dict[str, Any]) -> Sim:
-        """A simulator over a seeded universe; rate 0 (nothing moves on its own) unless given."""
-        return venue(build_universe(n_markets, seed=seed), seed=seed, **({"rate": 0.0} | options))
+        """A simulator over a seeded universe; rate 0 (nothing moves on its own) unless given.
+        A `lifecycle` option (a `LifecycleConfig`) sets when the universe's games end."""
+        universe = build_universe(n_markets, seed=seed, lifecycle=options.pop("lifecycle", None))
+        return venue(universe, seed=seed, **({"rate": 0.0} | options))
 
     async def start(self, sim: Sim) -> Sim:
         await sim.start()

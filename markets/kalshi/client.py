@@ -27,16 +27,18 @@ price it is already streaming costs no REST request.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from markets.base import BaseMarketClient, ParamValue, TokenBucket, path_segment
+from markets.base import BaseMarketClient, ParamValue, TokenBucket, VenueError, path_segment
 from markets.book import BookError, KalshiOrderBook
 from markets.hybrid import WebSocketPrices
 from markets.kalshi.auth import KalshiAuthError, KalshiCredentials
+from markets.kalshi.lifecycle import LifecycleError, market_closure, parse_close_time
 from markets.kalshi.ws_client import KALSHI_WS_URL, KalshiWebSocketClient
 from markets.models import (
     KALSHI_SIZE_PLACES,
@@ -47,6 +49,8 @@ from markets.models import (
     format_price,
 )
 
+log = logging.getLogger(__name__)
+
 KALSHI_REST_URL = "https://external-api.kalshi.com/trade-api/v2"
 KALSHI_DEMO_REST_URL = "https://external-api.demo.kalshi.co/trade-api/v2"
 
@@ -56,6 +60,9 @@ SELF_TRADE_PREVENTION = frozenset({"taker_at_cross", "maker"})
 
 MAX_MARKETS_PAGE = 1000
 MAX_EVENTS_PAGE = 200
+# Markets per REST listing when learning close times (comma-joined tickers stay well
+# inside a URL at 100).
+LIFECYCLE_BATCH = 100
 _ORDER_MUTATION_PREFIXES = ("/portfolio/events/orders", "/portfolio/orders")
 
 
@@ -298,7 +305,7 @@ class KalshiClient(BaseMarketClient):
             raise self._unexpected("GET", path, book_fp, "'orderbook_fp' is not an object")
         book = KalshiOrderBook(ticker, use_yes_price=False)
         try:
-            book.apply_snapshot(book_fp.get("yes_dollars"), book_fp.get("no_dollars"))
+            book.apply_snapshot(book_fp.get("yes_dollars", ()), book_fp.get("no_dollars", ()))
         except (BookError, TypeError) as exc:
             raise self._unexpected("GET", path, book_fp, f"unusable order book: {exc}") from None
         return book
@@ -402,7 +409,13 @@ class KalshiClient(BaseMarketClient):
 
 
 class HybridKalshiClient(WebSocketPrices, KalshiClient):
-    """REST for queries and orders, WebSocket for prices (the rules are in markets/hybrid.py)."""
+    """REST for queries and orders, WebSocket for prices (the rules are in markets/hybrid.py).
+
+    Before streaming, one REST listing per `LIFECYCLE_BATCH` markets tells the
+    WebSocket client each market's `close_time` (a Kalshi close has no WebSocket
+    event, so the client closes the market itself when it passes) and which markets
+    do not trade at all right now (published CLOSED at once, never subscribed).
+    """
 
     def __init__(
         self,
@@ -417,3 +430,47 @@ class HybridKalshiClient(WebSocketPrices, KalshiClient):
         super().__init__(credentials, base_url=rest_url, **(rest_options or {}))
         self.ws = KalshiWebSocketClient(credentials, url=ws_url,
                                         use_yes_price=use_yes_price, **(ws_options or {}))
+
+    def stream_prices(self, market_ids: Iterable[str], interval: float | None = None) -> AsyncIterator[MarketPrice]:
+        """Live prices from the WebSocket, after `learn_lifecycle`; `interval` is ignored."""
+        return self._stream_with_lifecycle(list(dict.fromkeys(market_ids)))
+
+    async def _stream_with_lifecycle(self, tickers: list[str]) -> AsyncIterator[MarketPrice]:
+        await self.learn_lifecycle(tickers)
+        async for price in self.ws.stream_prices(tickers):
+            yield price
+
+    async def learn_lifecycle(self, tickers: Sequence[str]) -> None:
+        """Tell the WebSocket client what REST says of these markets: close times, and
+        closures for markets not trading now (see `markets.kalshi.lifecycle.market_closure`).
+
+        A listing that fails is logged and skipped: the markets then stream without a
+        known close time (their lifecycle events still close them), which is better
+        than not streaming them at all.
+        """
+        for start in range(0, len(tickers), LIFECYCLE_BATCH):
+            chunk = list(tickers[start:start + LIFECYCLE_BATCH])
+            try:
+                markets = [market async for market in self.iter_markets(tickers=chunk, page_size=len(chunk))]
+            except VenueError as exc:
+                log.warning("kalshi: no close times for %d market(s) (%s); streaming them without",
+                            len(chunk), exc)
+                continue
+            for market in markets:
+                self._apply_lifecycle(market)
+
+    def _apply_lifecycle(self, market: Mapping[str, Any]) -> None:
+        ticker = market.get("ticker")
+        if not isinstance(ticker, str):
+            return
+        try:
+            close = parse_close_time(market)
+        except LifecycleError as exc:
+            log.warning("kalshi: market %s: %s", ticker, exc)
+            close = None
+        if close is not None:
+            self.ws.set_close_time(ticker, close)
+        closure = market_closure(market)
+        if closure is not None:
+            self.ws.close_market(ticker, f"REST status {market.get('status')!r}, close_time "
+                                 f"{market.get('close_time')!r}", closure)

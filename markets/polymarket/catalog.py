@@ -260,6 +260,27 @@ def decode_clob_market(raw: Mapping[str, Any]) -> PolymarketMarketInfo:
     return _market_info(raw, ref, condition_id, tokens, _CLOB_FIELDS)
 
 
+def why_not_streamable(info: PolymarketMarketInfo) -> str | None:
+    """Why a listed market has no live book to stream, or None -- the discovery rule.
+
+    A market that is closed (resolved), inactive, not accepting orders (its game is
+    over, awaiting resolution) or without an order book has nothing to stream
+    (protocols/polymarket.md appendix). Unknown flags (None) do not count against
+    it. Polymarket's `endDate` is not a trading cutoff, so it is not checked.
+    """
+    if info.closed:
+        return "closed"
+    if info.active is False:
+        return "not active"
+    if info.accepting_orders is False:
+        return "not accepting orders"
+    if info.enable_order_book is False:
+        return "no order book"
+    if not info.tokens:
+        return "no CLOB tokens"
+    return None
+
+
 def is_condition_id(market_id: str) -> bool:
     """Condition ids are ``0x`` + 64 hex digits; token ids are long decimal strings.
 

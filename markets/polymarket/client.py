@@ -308,7 +308,11 @@ class PolymarketClient(_PolymarketRest):
             raise self._unexpected("GET", path, body, f"bad {key!r}: {exc}") from None
 
     async def get_price(self, token_id: str, side: str) -> float:
-        """`GET /price`: side BUY is the best ask (what a buyer pays), SELL the best bid."""
+        """`GET /price`: side BUY is the best bid (the best resting BUY order), SELL the best ask.
+
+        As documented (docs.polymarket.com get-market-price); note it is not "what a
+        buyer would pay", which is the best ask (`side="SELL"`).
+        """
         if side not in ("BUY", "SELL"):
             raise ValueError(f"side must be 'BUY' or 'SELL', got {side!r}")
         return await self._price_field("/price", {"token_id": token_id, "side": side}, "price")
@@ -450,5 +454,6 @@ class HybridPolymarketClient(WebSocketPrices, PolymarketClient):
         from markets.polymarket.ws_client import POLYMARKET_WS_URL, PolymarketWebSocketClient
 
         super().__init__(clob_url=clob_url, gamma_url=gamma_url, **(rest_options or {}))
+        # The REST side also checks quiet tokens for the socket (ws_options may override).
         self.ws = PolymarketWebSocketClient(url=ws_url or POLYMARKET_WS_URL, resolver=self,
-                                            **(ws_options or {}))
+                                            **({"book_source": self} | dict(ws_options or {})))

@@ -14,9 +14,14 @@ What a frame can be, in the order it is checked:
 There are no sequence numbers on this channel, so integrity rests on the
 post-change `best_bid`/`best_ask` that every `price_change` entry carries: after a
 frame is applied, each touched book is compared with the last entry seen for it
-(correct whether the venue means "after this entry" or "after this event"). A
-mismatch, or an entry that cannot be applied, means the book is wrong: it is
-dropped (RESYNCING) and reported for a resync. For the same reason a `price_change`
+(correct whether the venue means "after this entry" or "after this event"). The
+venue itself disagrees with its levels for a few messages after a sweep
+(`markets.polymarket.disputes`), so a mismatch is first a *dispute*: counted in
+`FrameOutcome.disputed`, the book published STALE (never LIVE while it is known to
+disagree) and LIVE again from the frame that agrees. A dispute that outlasts the
+`Disputes` limits (frames or seconds), or an entry that cannot be applied, means
+the book is wrong: it is dropped (RESYNCING) and reported for a resync. A `book`
+settles any dispute. For the same reason a `price_change`
 is only ever applied to a book that has had a `book` since it was last in doubt:
 after a reconnect or a stall the old levels may lack updates, and an update that
 happens to agree with the old top would otherwise make them LIVE again (the venue
@@ -34,6 +39,7 @@ import orjson
 
 from markets.book import BookError, PolymarketOrderBook
 from markets.models import PriceStatus, parse_price_ticks, venue_timestamp_ms
+from markets.polymarket.disputes import Disputes
 
 NOTICE_PONG = "PONG"
 NOTICE_INVALID_OPERATION = "INVALID OPERATION"
@@ -54,6 +60,7 @@ BEST_MISMATCH = "best_mismatch"
 # Reasons reported in FrameOutcome.dropped: data discarded on purpose, not bad input.
 UNKNOWN_ASSET = "unknown_asset"
 AWAITING_SNAPSHOT = "awaiting_snapshot"
+MARKET_CLOSED = "market_closed"
 
 _IGNORED_EVENTS = frozenset({"best_bid_ask", "new_market"})
 """Custom-feature events: only sent when asked for, and they carry nothing a book needs."""
@@ -62,7 +69,7 @@ _IGNORED_EVENTS = frozenset({"best_bid_ask", "new_market"})
 class FrameOutcome:
     """What one frame did: books to publish, books to resync, problems to count."""
 
-    __slots__ = ("changed", "resync", "rejected", "dropped", "awaiting", "notice")
+    __slots__ = ("changed", "resync", "rejected", "dropped", "awaiting", "closed", "disputed", "notice")
 
     def __init__(self) -> None:
         self.changed: dict[str, PolymarketOrderBook] = {}
@@ -75,6 +82,10 @@ class FrameOutcome:
         """One reason per event or entry discarded on purpose (unsubscribed token, book awaiting a snapshot)."""
         self.awaiting: list[str] = []
         """Tokens that entered a new tick-size epoch and wait for the venue's next `book`."""
+        self.closed: list[str] = []
+        """Tokens whose market the venue resolved (`market_resolved`): they never trade again."""
+        self.disputed: list[str] = []
+        """Tokens whose book disagrees with this frame's best prices, not yet for too long (STALE)."""
         self.notice: str | None = None
         """A non-JSON text frame (PONG, INVALID OPERATION, NO NEW ASSETS)."""
 
@@ -98,16 +109,19 @@ class MarketChannel:
     that is what a staleness watchdog reads, and a change deep in the book counts
     as data even though it changes no top. `awaiting`, also keyed by `market_id`,
     holds the markets whose book is in doubt until their next `book`; their
-    `price_change` entries are dropped.
+    `price_change` entries are dropped. `disputes` says how long a book may disagree
+    with the venue's best prices before it is resynced (default `Disputes()`).
     """
 
-    __slots__ = ("books", "last_seen", "awaiting", "_handlers")
+    __slots__ = ("books", "last_seen", "awaiting", "disputes", "_handlers")
 
     def __init__(self, books: MutableMapping[str, PolymarketOrderBook],
-                 last_seen: MutableMapping[str, int] | None = None, awaiting: Container[str] = ()) -> None:
+                 last_seen: MutableMapping[str, int] | None = None, awaiting: Container[str] = (),
+                 disputes: Disputes | None = None) -> None:
         self.books = books
         self.last_seen: MutableMapping[str, int] = {} if last_seen is None else last_seen
         self.awaiting = awaiting
+        self.disputes = Disputes() if disputes is None else disputes
         self._handlers = {
             "book": self._on_book,
             "price_change": self._on_price_change,
@@ -163,6 +177,9 @@ class MarketChannel:
         book = self.books.get(asset_id)
         if book is None:
             outcome.dropped.append(UNKNOWN_ASSET)
+        elif book.status is PriceStatus.CLOSED:  # in flight after the close: a snapshot must not revive it
+            outcome.dropped.append(MARKET_CLOSED)
+            return None
         else:
             self.last_seen[book.market_id] = recv_ns
         return book
@@ -175,18 +192,14 @@ class MarketChannel:
         bids, asks = event.get("bids"), event.get("asks")
         ts_ms = _timestamp(event.get("timestamp"), outcome)
         before = (book.best_bid, book.best_ask, book.status, book.last_trade_ticks)
-        if not isinstance(bids, list) or not isinstance(asks, list):
-            book.mark_resyncing()
+        try:  # the book refuses a side that is not an array of levels (missing, "", {}, ...)
+            book.apply_snapshot(bids, asks, ts_ms)  # type: ignore[arg-type]
+        except BookError:
             outcome.rejected.append(BAD_BOOK)
             outcome.resync.append((book.token_id, BAD_BOOK))
         else:
-            try:
-                book.apply_snapshot(bids, asks, ts_ms)
-            except BookError:
-                outcome.rejected.append(BAD_BOOK)
-                outcome.resync.append((book.token_id, BAD_BOOK))
-            else:
-                self._book_extras(book, event, outcome)
+            self._book_extras(book, event, outcome)
+        self.disputes.settle(book.token_id)  # replaced, or dropped for a resync
         if (book.best_bid, book.best_ask, book.status, book.last_trade_ticks) != before:
             outcome.changed[book.token_id] = book
 
@@ -203,7 +216,7 @@ class MarketChannel:
 
     def _on_price_change(self, event: dict[str, Any], outcome: FrameOutcome, recv_ns: int) -> None:
         entries = event.get("price_changes")
-        if not isinstance(entries, list):
+        if not isinstance(entries, list) or not entries:  # an event that changes nothing is not one
             outcome.rejected.append(BAD_FIELD)
             return
         ts_ms = _timestamp(event.get("timestamp"), outcome)
@@ -218,8 +231,9 @@ class MarketChannel:
                 outcome.rejected.append(BAD_FIELD)
                 continue
             book = books.get(asset_id)
-            if book is None:
-                continue  # the sibling token of a subscribed one
+            if book is None:  # often the sibling of a subscribed token; counted like any data not ours
+                outcome.dropped.append(UNKNOWN_ASSET)
+                continue
             market_id = book.market_id
             last_seen[market_id] = recv_ns
             if market_id in awaiting or not book.is_ready:
@@ -236,17 +250,29 @@ class MarketChannel:
             last_entry[book.token_id] = entry
         for token_id, entry in last_entry.items():
             book = books[token_id]
+            best_bid, best_ask = entry.get("best_bid"), entry.get("best_ask")
+            consistent: bool | None
             try:
-                consistent = book.matches_best(entry.get("best_bid"), entry.get("best_ask"))
+                consistent = book.matches_best(best_bid, best_ask)
             except (TypeError, ValueError):
                 outcome.rejected.append(BAD_FIELD)
+                consistent = None  # cannot be checked
+            if token_id in self.disputes and (consistent is None or best_bid is None or best_ask is None):
+                consistent = False  # only a frame naming both best prices, and agreeing, ends a dispute
+            if consistent is None:
                 continue
-            if not consistent:
+            if consistent:
+                self.disputes.settle(token_id)
+            elif self.disputes.disagree(token_id, recv_ns):
                 self._drop(book, BEST_MISMATCH, outcome)
+            else:
+                book.mark_stale()  # applying the entries made it LIVE: not while it disagrees
+                outcome.changed[token_id] = book
+                outcome.disputed.append(token_id)
 
-    @staticmethod
-    def _drop(book: PolymarketOrderBook, reason: str, outcome: FrameOutcome) -> None:
+    def _drop(self, book: PolymarketOrderBook, reason: str, outcome: FrameOutcome) -> None:
         """The local book is known wrong: empty it and ask for a fresh one."""
+        self.disputes.settle(book.token_id)
         book.mark_resyncing()
         outcome.changed[book.token_id] = book
         outcome.resync.append((book.token_id, reason))
@@ -289,3 +315,4 @@ class MarketChannel:
             if book is not None and book.status is not PriceStatus.CLOSED:
                 book.mark_closed()
                 outcome.changed[book.token_id] = book
+                outcome.closed.append(book.token_id)

@@ -25,11 +25,20 @@ class FaultPlan:
     `skip_seq_every` and `terminal_error_every` (Kalshi ends the frame's
     subscription with error 17, one of the codes after which a client must
     resubscribe) have no Polymarket counterpart and are ignored there.
+
+    `stall_after=N` stops data after N frames while the connection otherwise
+    works (pings answered, commands replied to); `mute_after=N` (Kalshi) makes it
+    a black hole after N data frames: no data, no replies, no pings, no pongs, as
+    a peer that died without closing (on Polymarket it only stops data, like
+    `stall_after`). `refuse_handshakes` refuses that many
+    handshakes with HTTP `refuse_status` (503 by default; 403 and 429 are what a
+    CDN in front of a public feed answers).
     """
 
     drop_after: int | None = None
     skip_seq_every: int | None = None
     stall_after: int | None = None
+    mute_after: int | None = None
     malformed_every: int | None = None
     truncated_every: int | None = None
     unknown_type_every: int | None = None
@@ -39,6 +48,7 @@ class FaultPlan:
     terminal_error_every: int | None = None
     snapshot_delay: float = 0.0
     refuse_handshakes: int = 0
+    refuse_status: int = 503
     rest_429_every: int | None = None
     rest_5xx_every: int | None = None
 
@@ -50,6 +60,9 @@ class FaultPlan:
             if f.name == "snapshot_delay":
                 if not isinstance(value, (int, float)) or value < 0:
                     raise ValueError(f"fault {f.name} must be a number >= 0, got {value!r}")
+            elif f.name == "refuse_status":
+                if not isinstance(value, int) or isinstance(value, bool) or not 400 <= value <= 599:
+                    raise ValueError(f"fault {f.name} must be an HTTP error status (400-599), got {value!r}")
             elif f.name == "refuse_handshakes":
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ValueError(f"fault {f.name} must be an integer >= 0, got {value!r}")
@@ -83,7 +96,7 @@ class FaultPlan:
         return cls(**values)  # type: ignore[arg-type]
 
 
-_FRAME_FIELDS = ("drop_after", "skip_seq_every", "stall_after", "malformed_every",
+_FRAME_FIELDS = ("drop_after", "skip_seq_every", "stall_after", "mute_after", "malformed_every",
                  "truncated_every", "unknown_type_every", "wrong_type_every",
                  "negative_size_every", "duplicate_every", "terminal_error_every")
 
@@ -130,12 +143,17 @@ class FaultState:
         self.frames = 0
         self._active = plan.frame_faults_enabled
 
+    @property
+    def muted(self) -> bool:
+        """Whether the connection has gone silent both ways (`mute_after`)."""
+        return self.plan.mute_after is not None and self.frames >= self.plan.mute_after
+
     def next_frame(self) -> FrameFaults:
         """Decide the fate of the next data frame (call once per frame, in send order)."""
         if not self._active:
             return NO_FAULTS
         p = self.plan
-        if p.stall_after is not None and self.frames >= p.stall_after:
+        if (p.stall_after is not None and self.frames >= p.stall_after) or self.muted:
             return _STALLED
         self.frames += 1
         n = self.frames

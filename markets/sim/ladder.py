@@ -10,7 +10,9 @@ the `LevelChange`s they made — the broadcaster never has to diff books.
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +22,11 @@ from markets.models import TICKS_PER_DOLLAR
 # `tapered_deci_cent` price_ranges).
 TAIL_LOW = 1_000
 TAIL_HIGH = 9_000
-MAX_DEPTH = 10
+# Levels per side a simulated venue book starts with (fewer where the grid runs out:
+# a cent grid has 99 prices in all). Real books hold 100+ per side (a recorded
+# Polymarket book: 76 bids and 86 asks; protocols/polymarket.md appendix), and
+# benchmarks over shallow books measure less work than a client really does.
+VENUE_DEPTH = 100
 
 Side = Literal["bid", "ask"]
 
@@ -98,7 +104,12 @@ class SimLadder:
 
     def __init__(self, tick: int, rng: random.Random, fair: float, *,
                  tail_tick: int | None = None, depth: int = 6) -> None:
+        """`depth` levels per side to start with (the grid permitting); moves keep each
+        side within a fifth of that (at least 4 levels) above it, trimming the deepest."""
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1 level per side, got {depth!r}")
         self.grid = PriceGrid(tick, tail_tick)
+        self.max_depth = depth + max(4, depth // 5)
         self._rng = rng
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
@@ -133,7 +144,7 @@ class SimLadder:
         changes: list[LevelChange] = []
         for _ in range(self._rng.choice((1, 1, 2, 3))):
             r = self._rng.random()
-            if len(self.bids) > MAX_DEPTH or len(self.asks) > MAX_DEPTH:
+            if len(self.bids) > self.max_depth or len(self.asks) > self.max_depth:
                 change = self._trim()
             elif r < 0.4:
                 change = self._chase(fair)
@@ -176,7 +187,58 @@ class SimLadder:
         book.clear()
         return changes
 
+    def shift(self, delta: int) -> list[LevelChange]:
+        """Reprice the whole book by `delta` ticks: every level moves, sizes travel with it.
+
+        Shifted prices snap outward onto the grid (bids down, asks up), which keeps
+        the book uncrossed; levels pushed off the price range disappear. The side
+        moving away from the other is rewritten first and, within a side, levels are
+        added before old ones are removed, so no intermediate state a client sees
+        (one Kalshi delta at a time) is crossed or needlessly empty.
+        """
+        if delta == 0:
+            return []
+        bids = self._shifted(self.bids, delta, self.grid.floor)
+        asks = self._shifted(self.asks, delta, self.grid.ceil)
+        sides: list[tuple[Side, dict[int, int]]] = [("bid", bids), ("ask", asks)]
+        if delta > 0:
+            sides.reverse()
+        return [change for side, levels in sides for change in self._replace_side(side, levels)]
+
+    def cap_ask(self, price: int, min_size: int) -> list[LevelChange]:
+        """Offer at least `min_size` at `price` or below, moving the best ask down if needed.
+
+        Holds a scripted cross-venue gap open: the best ask level moves to `price`
+        (a grid price) with its size, raised to `min_size`, after removing bids at
+        or above `price` so the book never crosses. An already compliant book is
+        left alone.
+        """
+        best = self.best_ask()
+        if best is not None and best <= price:
+            return [] if self.asks[best] >= min_size else [self._set("ask", best, min_size)]
+        changes = [self._set("bid", p, 0) for p in sorted(self.bids, reverse=True) if p >= price]
+        size = self.asks[best] if best is not None else 0
+        changes.append(self._set("ask", price, max(size, min_size)))
+        if best is not None:
+            changes.append(self._set("ask", best, 0))
+        return changes
+
     # -- internals -----------------------------------------------------------
+    def _shifted(self, book: dict[int, int], delta: int, snap: Callable[[int], int]) -> dict[int, int]:
+        moved: dict[int, int] = {}
+        for price, size in book.items():
+            target = snap(price + delta)
+            if self.grid.contains(target):
+                moved[target] = moved.get(target, 0) + size
+        return moved
+
+    def _replace_side(self, side: Side, levels: dict[int, int]) -> list[LevelChange]:
+        """Make one side equal `levels`: new and resized levels first, then removals."""
+        book = self.bids if side == "bid" else self.asks
+        changes = [self._set(side, p, s) for p, s in levels.items() if book.get(p) != s]
+        changes.extend(self._set(side, p, 0) for p in [p for p in book if p not in levels])
+        return changes
+
     def _random_size(self) -> int:
         if self._rng.random() < 0.5:
             return self._rng.randint(1, 500) * 100
@@ -238,7 +300,7 @@ class SimLadder:
             book = self.bids if side == "bid" else self.asks
             if not book:
                 return None
-        near = sorted(book, reverse=(side == "bid"))[:3]
+        near = (heapq.nlargest if side == "bid" else heapq.nsmallest)(3, book)  # O(depth), not a sort
         price = self._rng.choice(near)
         old = book[price]
         new = old + self._rng.randint(-old // 2, max(old // 2, 100))
@@ -249,7 +311,7 @@ class SimLadder:
         book = self.bids if side == "bid" else self.asks
         if not book:
             return None
-        if len(book) >= MAX_DEPTH:
+        if len(book) >= self.max_depth:
             return self._remove_deep()
         if side == "bid":
             price = self.grid.down(min(book))

@@ -7,6 +7,13 @@ aiohttp runner on an ephemeral loopback port, the one driver task that moves
 fair values and books, fault plans, the send log, and closing live sockets
 promptly on stop — lives here so both venues behave the same way.
 
+The driver moves markets either round-robin at one `rate` per market (the default,
+which tests and benchmarks count on) or, given an `activity` mix, each at its own
+pace: most quiet for minutes, a few busy (`markets.sim.activity`), as real venues are.
+Either way only trading markets move: the universe's game timetable
+(`markets.sim.lifecycle`) decides, and a venue may override `trading` (which phases
+move) and `on_lifecycle` (what its clients are told when a game reaches a moment).
+
 Frames reach a socket through an `Outbound` queue with its own writer task:
 `publish` never awaits, so one slow reader can neither stall the market for
 everybody else nor hide from the overflow rule a real venue applies to it.
@@ -20,12 +27,15 @@ import collections
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from typing import ClassVar, Self
 
 from aiohttp import WSCloseCode, web
 
+from markets.sim.activity import ActivityClock, ActivityMix
 from markets.sim.faults import Countdown, FaultPlan, FaultState
-from markets.sim.ladder import LevelChange, SimLadder
+from markets.sim.ladder import VENUE_DEPTH, LevelChange, SimLadder
+from markets.sim.lifecycle import Phase, Transition, run_transitions
 from markets.sim.sendlog import SendLog
 from markets.sim.universe import SimMarket, Universe
 
@@ -129,15 +139,26 @@ class SimServer(abc.ABC):
 
     def __init__(self, universe: Universe, *, host: str = "127.0.0.1", port: int = 0,
                  rate: float = 5.0, seed: int = 0, faults: FaultPlan | None = None,
-                 send_log: SendLog | None = None) -> None:
+                 send_log: SendLog | None = None, activity: ActivityMix | None = None,
+                 depth: int = VENUE_DEPTH) -> None:
         if rate < 0:
             raise ValueError(f"rate must be >= 0 updates/s per market, got {rate}")
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1 level per side, got {depth!r}")
+        self.depth = depth
+        """Levels per side each book starts with (`make_ladder` passes it on; grid permitting)."""
         self.universe = universe
         self.host = host
         self._requested_port = port
         self._port: int | None = None
         self.rate = rate
+        self.activity = activity
         self.rng = random.Random(seed)
+        # Its own stream, so switching the activity model never changes how books move.
+        self._activity_rng = random.Random(seed + 7)
+        self.mean_intervals: list[float] | None = (
+            None if activity is None else activity.mean_intervals(len(universe.markets), self._activity_rng))
+        """Per market (universe order), the mean seconds between its changes under `activity`."""
         self._faults = faults or FaultPlan()
         self._countdown = Countdown()
         self.send_log = send_log if send_log is not None else SendLog()
@@ -149,6 +170,13 @@ class SimServer(abc.ABC):
         self._live: dict[web.WebSocketResponse, FaultState] = {}
         self._runner: web.AppRunner | None = None
         self._driver: asyncio.Task[None] | None = None
+        self._lifecycle_task: asyncio.Task[None] | None = None
+        # Test controls (see SimulatedVenues): while `paused` no book moves; `fair_bias`
+        # displaces a game's quotes from its fair value, and `step_listeners` see every
+        # step, so that a scripted cross-venue gap moves with the market yet stays open.
+        self.paused = False
+        self.fair_bias: dict[str, float] = {}
+        self.step_listeners: list[Callable[[SimMarket], None]] = []
 
     # -- venue hooks ---------------------------------------------------------
     @abc.abstractmethod
@@ -167,6 +195,13 @@ class SimServer(abc.ABC):
     def publish(self, market: SimMarket, changes: list[LevelChange]) -> None:
         """Broadcast changes already applied to the market's ladder; must not await."""
 
+    def trading(self, market: SimMarket) -> bool:
+        """Whether the market's book moves now (default: only while its game is OPEN)."""
+        return self.universe.lifecycle.phase(market) is Phase.OPEN
+
+    def on_lifecycle(self, transition: Transition) -> None:
+        """A game reached a moment of its timetable: tell the venue's clients (default: nothing)."""
+
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         app = web.Application()
@@ -176,15 +211,21 @@ class SimServer(abc.ABC):
         site = web.TCPSite(self._runner, self.host, self._requested_port)
         await site.start()
         self._port = self._runner.addresses[0][1]
-        if self.rate > 0:
+        if self.mean_intervals is not None:
+            self._driver = asyncio.create_task(self._drive_mix(self.mean_intervals), name=f"{self.venue}-driver")
+        elif self.rate > 0:
             self._driver = asyncio.create_task(self._drive(), name=f"{self.venue}-driver")
+        self.universe.lifecycle.start()  # the first simulator on the universe fixes the epoch
+        self._lifecycle_task = asyncio.create_task(
+            run_transitions(self.universe.lifecycle, self._lifecycle_change), name=f"{self.venue}-lifecycle")
 
     async def stop(self) -> None:
-        if self._driver is not None:
-            self._driver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._driver
-            self._driver = None
+        for task in (self._driver, self._lifecycle_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._driver = self._lifecycle_task = None
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
                    for ws in list(self._live)]
         if closing:
@@ -253,12 +294,27 @@ class SimServer(abc.ABC):
         return len(self._live)
 
     # -- market dynamics -------------------------------------------------------
+    def pause(self) -> None:
+        """Stop every book until `resume` (see `step_market`); connections, keep-alives
+        and the fair-value walk go on. A venue that holds reports back sends them first."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
     def step_market(self, market: SimMarket) -> list[LevelChange]:
-        """Move one market once and publish the result (the driver's unit of work)."""
+        """Move one market once and publish the result (the driver's unit of work); a
+        market whose game is not trading stays still, which on the book channel is
+        all a client sees of a close. Nothing moves while the server is `paused`."""
+        if self.paused or not self.trading(market):
+            return []
         ladder = self.ladders[self.market_key(market)]
-        changes = ladder.step(self.fairs.fair(market.game.game_id))
+        game_id = market.game.game_id
+        changes = ladder.step(self.fairs.fair(game_id) + self.fair_bias.get(game_id, 0.0))
         if changes:
             self.publish(market, changes)
+            for listener in self.step_listeners:
+                listener(market)
         return changes
 
     def step_next(self) -> None:
@@ -273,15 +329,27 @@ class SimServer(abc.ABC):
             self.fairs.step()
         market = markets[self._next_market]
         self._next_market = (self._next_market + 1) % len(markets)
+        self._step_safely(market)
+
+    def _step_safely(self, market: SimMarket) -> None:
+        """A driver's update: one bad update is logged, and must not stop the market."""
         try:
             self.step_market(market)
-        except Exception:  # one bad update must not stop the market
+        except Exception:
             log.exception("%s simulator: update of %s failed", self.venue, self.market_key(market))
 
     def step_round(self) -> None:
         """One full round by hand (tests, benchmarks): every market once."""
         for _ in self.universe.markets:
             self.step_next()
+
+    def _lifecycle_change(self, transition: Transition) -> None:
+        try:
+            self.on_lifecycle(transition)
+        except Exception:  # one bad event must not end every later one
+            log.exception("%s simulator: lifecycle %s of %s failed", self.venue, transition.change,
+                          self.market_key(transition.market))
+        self.send_log.flush()
 
     async def _drive(self) -> None:
         """Run `rate` updates per second per market (see `step_next`)."""
@@ -299,4 +367,21 @@ class SimServer(abc.ABC):
             for _ in range(due):
                 self.step_next()
             done += due
+            self.send_log.flush()
+
+    async def _drive_mix(self, mean_intervals: list[float]) -> None:
+        """Move each market at its own pace (see `markets.sim.activity`); the fair-value
+        walk steps once per `len(markets)` updates, as in a round of `_drive`."""
+        loop = asyncio.get_running_loop()
+        markets = self.universe.markets
+        clock = ActivityClock(mean_intervals, self._activity_rng, loop.time())
+        updates = 0
+        while True:
+            wait = clock.next_due() - loop.time()
+            await asyncio.sleep(min(max(wait, MIN_DRIVER_SLEEP), MAX_DRIVER_SLEEP))
+            for index in clock.pop_due(loop.time(), MAX_DRIVER_BATCH):
+                if updates % len(markets) == 0:
+                    self.fairs.step()
+                updates += 1
+                self._step_safely(markets[index])
             self.send_log.flush()

@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from markets.sim.lifecycle import Lifecycle, LifecycleConfig
+
 # Probabilities are kept strictly inside (FAIR_MIN, FAIR_MAX): the venues never
 # quote a market at 0 or 1, and the tails are where sub-penny grids matter.
 FAIR_MIN = 0.02
@@ -127,16 +129,20 @@ class FairWalk:
 
 
 class Universe:
-    """The markets plus their hidden win probabilities at round 0.
+    """The markets plus their hidden win probabilities at round 0, and when each game ends.
 
     Fair values live here rather than in a simulator so that two simulators
     built on one universe quote the same underlying probability; each takes
-    its own `walk()` and steps it once per round.
+    its own `walk()` and steps it once per round. The `lifecycle` (closes,
+    pauses, results) lives here for the same reason: both venues' markets of a
+    game must end together.
     """
 
-    def __init__(self, markets: list[SimMarket], fairs: dict[str, float], walk_seed: int = 0) -> None:
+    def __init__(self, markets: list[SimMarket], fairs: dict[str, float], walk_seed: int = 0,
+                 lifecycle: LifecycleConfig | None = None) -> None:
         self.markets = markets
         self.walk_seed = walk_seed
+        self.lifecycle = Lifecycle(markets, fairs, lifecycle, seed=walk_seed)
         self._logit = {game_id: _logit(p) for game_id, p in fairs.items()}
         self.by_kalshi_ticker = {m.kalshi_ticker: m for m in markets}
         self.by_condition = {m.condition_id: m for m in markets}
@@ -154,11 +160,13 @@ class Universe:
         return FairWalk(self._logit, self.walk_seed)
 
 
-def build_universe(n_markets: int = 20, seed: int = 0) -> Universe:
+def build_universe(n_markets: int = 20, seed: int = 0,
+                   lifecycle: LifecycleConfig | None = None) -> Universe:
     """Build `n_markets` markets, one per game, deterministically for `seed`.
 
     Every third market uses Kalshi's `tapered_deci_cent` structure and starts
     near a tail, so that sub-penny ticks are exercised from the first snapshot.
+    `lifecycle` sets when games close and settle (default: hours from the start).
     """
     if n_markets < 1:
         raise ValueError(f"n_markets must be >= 1, got {n_markets}")
@@ -201,7 +209,7 @@ def build_universe(n_markets: int = 20, seed: int = 0) -> Universe:
         else:
             fair = rng.uniform(0.15, 0.85)
         fairs[game.game_id] = fair
-    return Universe(markets, fairs, walk_seed=seed)
+    return Universe(markets, fairs, walk_seed=seed, lifecycle=lifecycle)
 
 
 def _logit(p: float) -> float:

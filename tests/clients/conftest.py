@@ -186,11 +186,17 @@ def wsk_start_sim(start_kalshi: StartKalshi) -> WskStartSim:
 
 @pytest.fixture
 async def wsk_make_client(wsk_credentials: KalshiCredentials) -> AsyncIterator[WskMakeClient]:
-    """Factory: `wsk_make_client(url, **options)` with the fast options; all closed at teardown."""
+    """Factory: `wsk_make_client(url, **options)` with the fast options; all closed at teardown.
+
+    The lifecycle subscription is off unless asked for (`lifecycle=True`): hand-scripted
+    venues answer the commands a test is about, and tests/clients/test_lifecycle.py
+    covers the lifecycle channel.
+    """
     clients: list[KalshiWebSocketClient] = []
 
     def make(url: str, credentials: KalshiCredentials | None = None, **options: Any) -> KalshiWebSocketClient:
-        client = KalshiWebSocketClient(credentials or wsk_credentials, url=url, **(WSK_FAST_OPTIONS | options))
+        client = KalshiWebSocketClient(credentials or wsk_credentials, url=url,
+                                       **({"lifecycle": False} | WSK_FAST_OPTIONS | options))
         clients.append(client)
         return client
 

@@ -63,8 +63,9 @@ class Venue:
 
 async def start(venue: WskScriptedVenue, make: WskMakeClient, tickers: list[str],
                 **options: Any) -> tuple[KalshiWebSocketClient, Venue, list[MarketPrice]]:
-    """Client subscribed to `tickers`, each acked with sid i+1 and given a snapshot at seq 1."""
-    client = make(venue.url, **options)
+    """Client subscribed to `tickers`, each acked with sid i+1 and given a snapshot at seq 1
+    (one market per subscribe unless `options` say otherwise)."""
+    client = make(venue.url, **({"markets_per_subscription": 1} | options))
     prices: list[MarketPrice] = []
     client.add_listener(prices.append)
     await client.subscribe(tickers)
@@ -102,7 +103,7 @@ async def test_upgrade_is_signed_freshly_on_every_attempt(
 
 async def test_subscribe_sends_use_yes_price_explicitly_one_market_per_command(
         wsk_venue: WskScriptedVenue, wsk_make_client: WskMakeClient) -> None:
-    client = wsk_make_client(wsk_venue.url, use_yes_price=False)
+    client = wsk_make_client(wsk_venue.url, use_yes_price=False, markets_per_subscription=1)
     await client.subscribe([A, B])
     server = Venue(await wsk_venue.accept())
     first, second = await server.command("subscribe"), await server.command("subscribe")

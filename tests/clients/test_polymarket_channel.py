@@ -92,7 +92,10 @@ def test_change_below_the_top_is_not_published(channel: mc.MarketChannel) -> Non
 
 
 def test_best_mismatch_drops_the_book_and_asks_for_resync(channel: mc.MarketChannel) -> None:
+    """A mismatch that persists past the dispute limit (5 frames by default) is a wrong book."""
     dump(channel)
+    for _ in range(channel.disputes.max_frames):
+        assert not channel.apply_frame(price_change(change(YES, "0.40", "5", "BUY", "0.51", "0.52"))).resync
     outcome = channel.apply_frame(price_change(change(YES, "0.40", "5", "BUY", "0.51", "0.52")))
     assert outcome.resync == [(YES, mc.BEST_MISMATCH)]
     assert channel.books[YES].status is PriceStatus.RESYNCING and channel.books[YES].is_empty

@@ -85,8 +85,9 @@ async def test_books_match_the_simulator(sim: PolymarketSimulator, client: Polym
 async def test_prices_midpoint_and_history(sim: PolymarketSimulator, client: PolymarketClient) -> None:
     market = sim.universe.markets[1]
     bids, asks = sim.true_book(market.yes_token_id)
-    assert await client.get_price(market.yes_token_id, "BUY") == min(asks) / TICKS
-    assert await client.get_price(market.yes_token_id, "SELL") == max(bids) / TICKS
+    # BUY is the best bid and SELL the best ask (docs: get-market-price), not the reverse.
+    assert await client.get_price(market.yes_token_id, "BUY") == max(bids) / TICKS
+    assert await client.get_price(market.yes_token_id, "SELL") == min(asks) / TICKS
     assert await client.get_midpoint(market.yes_token_id) == pytest.approx((max(bids) + min(asks)) // 2 / TICKS)
     history = await client.get_prices_history(market.yes_token_id, interval="1h", fidelity=1)
     assert history and all(0 < p < 1 for _, p in history)

@@ -132,12 +132,13 @@ async def test_price_changes_across_both_tokens_keep_both_books_exact(
 async def test_inconsistent_best_is_caught_resynced_and_repaired(
         sim: PolymarketSimulator, make_client: Callable[..., PolymarketWebSocketClient]) -> None:
     market = sim.universe.markets[1]
-    sim.faults = PolymarketFaultPlan(inconsistent_top_every=3)
+    # Every frame wrong: a disagreement that persists (one or two would be transient).
+    sim.faults = PolymarketFaultPlan(inconsistent_top_every=1)
     client = make_client()
     seen = collect(client)
     await client.subscribe([market.condition_id])
     await converged(client, sim, [market.condition_id])
-    await step(sim, [market], 12)
+    await step(sim, [market], 20)
     await wsk_eventually(lambda: client.stats.gaps >= 1, what="a best_bid/best_ask mismatch")
     assert client.stats.resyncs >= 1
     assert PriceStatus.RESYNCING in {p.status for p in seen if p.market_id == market.condition_id}
@@ -214,7 +215,8 @@ async def test_dynamic_subscribe_and_unsubscribe(
     await converged(client, sim, [first.condition_id, second.yes_token_id])
     await client.unsubscribe([first.condition_id])
     assert client.subscribed == {second.yes_token_id} and client.latest_price(first.condition_id) is None
-    await asyncio.sleep(0.1)  # let the venue process the unsubscribe
+    await wsk_eventually(lambda: all(first.yes_token_id not in c.assets for c in sim._connections), 5.0,
+                         "the venue to process the unsubscribe")
     sent_before = sum(1 for r in sim.send_log.records() if r.market_id == first.yes_token_id)
     await step(sim, [first, second], 5)
     await converged(client, sim, [second.yes_token_id])
@@ -336,7 +338,8 @@ async def test_after_a_reconnect_no_update_applies_before_the_new_book(wsk_venue
         await wsk_eventually(lambda: client.latest_price(token) is not None)
         await first.close()
         second = await wsk_venue.accept()
-        assert (await second.recv_json()) == {"assets_ids": [token], "initial_dump": True, "type": "market"}
+        assert (await second.recv_json()) == {"assets_ids": [token], "initial_dump": True, "type": "market",
+                                              "custom_feature_enabled": True}
         await wsk_eventually(lambda: client.book(token).status is PriceStatus.STALE)  # type: ignore[union-attr]
         before = client.stats.messages
         entry = {"asset_id": token, "price": "0.50", "size": "7", "side": "BUY", "best_bid": "0.50", "best_ask": "0.52"}

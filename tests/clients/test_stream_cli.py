@@ -180,9 +180,11 @@ async def test_terminal_gets_a_table_redrawn_at_a_bounded_rate() -> None:
     assert 2 <= len(frames) <= 2 * 4 + 2, "redraws are bounded by --refresh, not by the update rate"
     header, rows = frames[-1].splitlines()[2], frames[-1].splitlines()[3:]
     assert header.split()[0] == "VENUE" and header.split()[-1] == "STATUS" and len(rows) == 40
-    # A market re-gridded by a tick_size_change is legitimately RESYNCING until its fresh book.
+    # A market re-gridded by a tick_size_change is legitimately RESYNCING until its fresh book,
+    # and a Polymarket book is STALE for the few frames the venue's best prices run ahead of
+    # a swept level's removal.
     statuses = [row.split()[-1] for row in rows]
-    assert set(statuses) <= {"live", "resyncing"} and statuses.count("live") >= 30, statuses
+    assert set(statuses) <= {"live", "resyncing", "stale"} and statuses.count("live") >= 30, statuses
 
 
 def test_table_render_shows_empty_sides_explicitly() -> None:

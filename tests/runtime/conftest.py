@@ -83,11 +83,13 @@ class Cluster:
         return f"ipc://{self.rundir}/{name}"
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None, ready: str | None = None,
-              ipc: tuple[str, ...] = ()) -> Proc:
+              ipc: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> Proc:
+        """`prefix` runs the role under a wrapper that execs it (e.g. `ip netns exec NS`), keeping its pid."""
         log = self.root / f"{name}.log"
         handle = log.open("wb")
-        popen = subprocess.Popen([sys.executable, "-m", "broker", *args], stdin=subprocess.DEVNULL, stdout=handle,
-                                 stderr=subprocess.STDOUT, env={**self.env, **(env or {})}, start_new_session=True)
+        popen = subprocess.Popen([*prefix, sys.executable, "-m", "broker", *args], stdin=subprocess.DEVNULL,
+                                 stdout=handle, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
+                                 start_new_session=True)
         handle.close()
         proc = Proc(name, popen, log, [self.rundir / n for n in ipc])
         self.procs.append(proc)

@@ -15,6 +15,7 @@ import pytest
 
 from markets.sim.faults import FaultPlan
 from markets.sim.kalshi import RateLimit
+from tests.clients.conftest import wsk_eventually
 
 if TYPE_CHECKING:
     from tests.conftest import StartKalshi
@@ -59,8 +60,8 @@ async def _raw_frames(client: KalshiWire) -> list[str]:
 
 
 async def _fault_frames(start_kalshi: StartKalshi, kalshi_ws: ConnectKalshi, plan: FaultPlan,
-                        steps: int = 6) -> tuple[Any, list[str]]:
-    sim = await start_kalshi(faults=plan)
+                        steps: int = 6, **options: Any) -> tuple[Any, list[str]]:
+    sim = await start_kalshi(faults=plan, **options)
     client, ticker = await _subscribed_client(sim, kalshi_ws)
     _step(sim, ticker, steps)
     return sim, await _raw_frames(client)
@@ -89,8 +90,7 @@ async def test_drop_after(start_kalshi: StartKalshi, kalshi_ws: ConnectKalshi) -
                 break
             data += 1
     assert data == 5
-    await asyncio.sleep(0.05)
-    assert sim.connection_count == 0
+    await wsk_eventually(lambda: sim.connection_count == 0, 3.0, "the simulator to forget the dropped connection")
 
 
 async def test_skip_seq_every(start_kalshi: StartKalshi, kalshi_ws: ConnectKalshi) -> None:
@@ -148,7 +148,7 @@ async def test_unknown_type_is_sent_alongside(start_kalshi: StartKalshi, kalshi_
 
 
 async def test_wrong_typed_field(start_kalshi: StartKalshi, kalshi_ws: ConnectKalshi) -> None:
-    _, frames = await _fault_frames(start_kalshi, kalshi_ws, FaultPlan(wrong_type_every=2))
+    _, frames = await _fault_frames(start_kalshi, kalshi_ws, FaultPlan(wrong_type_every=2), numeric_share=0)
     bad = json.loads(frames[1])
     assert bad["type"] == "orderbook_delta" and bad["seq"] == 2
     assert isinstance(bad["msg"]["delta_fp"], dict)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 
+from tests.clients.conftest import wsk_eventually
+
 if TYPE_CHECKING:
     from tests.conftest import StartKalshi
     from tests.sim.conftest import ClientBook, ConnectKalshi, DemoKey
@@ -96,7 +98,7 @@ async def test_sids_are_per_connection_from_one(start_kalshi: StartKalshi, kalsh
 
 async def test_snapshot_first_then_deltas_with_seq_per_sid(
         start_kalshi: StartKalshi, kalshi_ws: ConnectKalshi, new_book: type[ClientBook]) -> None:
-    sim = await start_kalshi()
+    sim = await start_kalshi(numeric_share=0)  # asserts the string spelling
     tickers = _tickers(sim)
     client = await kalshi_ws(sim)
     book = new_book()
@@ -131,7 +133,7 @@ async def test_snapshot_first_then_deltas_with_seq_per_sid(
 
 async def test_snapshot_levels_are_fixed_point_strings(start_kalshi: StartKalshi,
                                                        kalshi_ws: ConnectKalshi) -> None:
-    sim = await start_kalshi(n_markets=6)
+    sim = await start_kalshi(n_markets=6, numeric_share=0)
     client = await kalshi_ws(sim)
     _, frames = await client.subscribe(channels=["orderbook_delta"], market_tickers=_tickers(sim))
     snapshots = [f for f in frames if f["type"] == "orderbook_snapshot"]
@@ -147,7 +149,7 @@ async def test_snapshot_levels_are_fixed_point_strings(start_kalshi: StartKalshi
 
 async def test_price_strings_vary_between_3_and_4_decimals(start_kalshi: StartKalshi,
                                                            kalshi_ws: ConnectKalshi) -> None:
-    sim = await start_kalshi()
+    sim = await start_kalshi(numeric_share=0)
     ticker = _tickers(sim)[0]
     client = await kalshi_ws(sim)
     await client.subscribe(channels=["orderbook_delta"], market_ticker=ticker)
@@ -218,7 +220,8 @@ async def test_live_market_matches_get_snapshot(start_kalshi: StartKalshi, kalsh
     _, frames = await client.subscribe(channels=["orderbook_delta"], market_tickers=tickers)
     for frame in frames:
         book.apply(frame)
-    await asyncio.sleep(0.3)
+    sent = len(sim.send_log.records())  # let the stream run on: a count of frames, not a time
+    await wsk_eventually(lambda: len(sim.send_log.records()) > sent + 60, 10.0, "60 more frames from the driver")
     cmd = await client.command("update_subscription", {"sid": 1, "action": "get_snapshot",
                                                        "market_tickers": [tickers[0]]})
     frames, ok = await client.until_reply(cmd)

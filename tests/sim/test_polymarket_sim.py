@@ -87,7 +87,8 @@ async def test_initial_dump_is_one_array_of_books_worst_to_best(
 
 async def test_price_changes_mirror_tokens_and_rebuild_the_true_books(
         start_poly: StartPoly, poly_ws: ConnectPoly) -> None:
-    sim = await start_poly(n_markets=3, trade_share=0.3, book_after_tick_delay=0.0)
+    # No late sweep removals here: they disagree on purpose (test_polymarket_sim_sweeps.py).
+    sim = await start_poly(n_markets=3, trade_share=0.3, book_after_tick_delay=0.0, sweep_lag_share=0)
     books, events = await step_everything(sim, poly_ws, rounds=60)
     changes = [e for e in events if e["event_type"] == "price_change"]
     assert len(changes) > 100
@@ -223,7 +224,7 @@ async def test_ping_keeps_the_socket_open_and_silence_gets_it_dropped(
 
 async def test_tick_size_change_is_followed_by_a_fresh_book(
         start_poly: StartPoly, poly_ws: ConnectPoly) -> None:
-    sim = await start_poly(n_markets=1, book_after_tick_delay=0.05)
+    sim = await start_poly(n_markets=1, book_after_tick_delay=0.05, book_after_tick_share=1.0)
     market = sim.universe.markets[0]
     books = ClientBooks()
     client = await subscribed(sim, poly_ws, tokens(market), books)
@@ -256,7 +257,7 @@ async def test_tick_size_change_is_followed_by_a_fresh_book(
 
 async def test_trades_send_last_trade_price_then_books(
         start_poly: StartPoly, poly_ws: ConnectPoly) -> None:
-    sim = await start_poly(n_markets=2, trade_share=1.0, book_after_tick_delay=0.0)
+    sim = await start_poly(n_markets=2, trade_share=1.0, book_after_tick_delay=0.0, sweep_lag_share=0)
     books, events = await step_everything(sim, poly_ws, rounds=40)
     kinds = [e["event_type"] for e in events]
     assert "last_trade_price" in kinds
@@ -277,9 +278,10 @@ async def test_custom_features_add_best_bid_ask_and_no_new_assets(
                               custom_feature_enabled=True)
     for _ in range(20):
         sim.step_market(market)
-    await asyncio.sleep(0.3)
-    events = await client.barrier()
-    assert "NO NEW ASSETS" in events
+    events: list[Any] = []
+    async with asyncio.timeout(5):  # the notice comes on the venue's own timer: wait for it, not for a time
+        while "NO NEW ASSETS" not in events:
+            events += await client.barrier()
     quotes = [e for e in events if isinstance(e, dict) and e["event_type"] == "best_bid_ask"]
     assert quotes, "top-of-book moves produce best_bid_ask events"
     bid, ask = sim.states[market.condition_id].yes_top()
@@ -288,7 +290,8 @@ async def test_custom_features_add_best_bid_ask_and_no_new_assets(
 
 async def test_tick_widens_again_and_off_grid_levels_move_in_the_fresh_book(
         start_poly: StartPoly, poly_ws: ConnectPoly) -> None:
-    sim = await start_poly(n_markets=3, book_after_tick_delay=0.0, trade_share=0.0)
+    sim = await start_poly(n_markets=3, book_after_tick_delay=0.0, trade_share=0.0, sweep_lag_share=0,
+                           book_after_tick_share=1.0)
     market = mid_range(sim)[0]
     sim.change_tick_size(market.condition_id, 10)  # as if it had been in a tail
     ladder = sim.states[market.condition_id].ladder

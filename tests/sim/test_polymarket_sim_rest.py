@@ -75,7 +75,8 @@ async def test_price_and_midpoint(start_poly: StartPoly, http: aiohttp.ClientSes
     assert bid is not None and ask is not None
     _, buy = await get(http, f"{sim.clob_url}/price", token_id=market.yes_token_id, side="BUY")
     _, sell = await get(http, f"{sim.clob_url}/price", token_id=market.yes_token_id, side="sell")
-    assert (ticks(buy["price"]), ticks(sell["price"])) == (ask, bid)
+    # docs get-market-price: "the best bid price for BUY side or best ask price for SELL side"
+    assert (ticks(buy["price"]), ticks(sell["price"])) == (bid, ask)
     _, mid = await get(http, f"{sim.clob_url}/midpoint", token_id=market.no_token_id)
     assert ticks(mid["mid"]) == 10_000 - (bid + ask) // 2
     status, body = await get(http, f"{sim.clob_url}/price", token_id=market.yes_token_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from markets.book import BookError, BookNotReady, KalshiOrderBook, PolymarketOrderBook
-from markets.models import PriceStatus
+from markets.models import Platform, PriceStatus
 
 DOC_YES = [["0.0800", "300.00"], ["0.2200", "333.00"]]
 DOC_NO = [["0.5400", "20.00"], ["0.5600", "146.00"]]
@@ -68,14 +68,14 @@ class TestKalshi:
 
     def test_absent_keys_are_empty_sides(self) -> None:
         book = KalshiOrderBook("M", use_yes_price=False)
-        book.apply_snapshot(None, None)
+        book.apply_snapshot()
         price = book.to_market_price()
         assert price.yes_bid is None and price.yes_ask is None and price.yes_bid_size is None
         assert book.status is PriceStatus.LIVE
 
     def test_snapshot_replaces_everything(self) -> None:
         book = kalshi()
-        book.apply_snapshot([["0.10", "1"]], None)
+        book.apply_snapshot([["0.10", "1"]])
         assert book.bids == {1000: 100} and book.asks == {}
 
     @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ class TestKalshi:
     def test_bad_snapshot_levels_are_rejected_and_leave_the_book_resyncing(self, yes: list, message: str) -> None:
         book = kalshi()
         with pytest.raises(BookError, match=message):
-            book.apply_snapshot(yes, None)
+            book.apply_snapshot(yes)
         assert book.status is PriceStatus.RESYNCING
 
     def test_bad_delta_fields_raise_and_leave_the_book_intact(self) -> None:
@@ -195,3 +195,94 @@ class TestPolymarket:
         book = poly()
         book.set_last_trade("0.456")
         assert book.to_market_price().last_trade == 0.456
+
+
+class TestStatesAndStamps:
+    def test_mark_stale_only_downgrades_a_live_book(self) -> None:
+        book = kalshi()
+        book.mark_resyncing()
+        book.mark_stale()
+        assert book.status is PriceStatus.RESYNCING  # known wrong stays known wrong
+        book.mark_closed()
+        book.mark_stale()
+        assert book.status is PriceStatus.CLOSED
+
+    def test_mark_verified_revives_only_a_stale_book(self) -> None:
+        book = kalshi()
+        book.mark_stale()
+        book.mark_verified()
+        assert book.status is PriceStatus.LIVE
+        for mark in (book.mark_resyncing, book.mark_closed):
+            mark()
+            status = book.status
+            book.mark_verified()
+            assert book.status is status
+
+    def test_removing_a_level_behind_the_top_reports_no_change(self) -> None:
+        book = poly()  # bids 0.48 0.49 0.50, asks 0.52 0.53 0.54
+        assert book.apply_delta("0.54", "0", "SELL") is False and book.apply_delta("0.48", "0", "BUY") is False
+        assert book.best_bid == (5000, 15_000_000) and book.best_ask == (5200, 25_000_000)
+
+    def test_a_closed_book_takes_no_updates_and_says_so(self) -> None:
+        book = kalshi()
+        book.mark_closed()
+        assert book.status is PriceStatus.CLOSED and not book.is_ready
+        assert book.to_market_price().status is PriceStatus.CLOSED
+        with pytest.raises(BookNotReady, match="FED-23DEC-T3.00: orderbook_delta before a snapshot"):
+            book.apply_delta("0.22", "1", "yes")
+        closed = poly()
+        closed.mark_closed()
+        assert closed.apply_delta("0.5", "1", "BUY") is False and closed.bids[5000] == 15_000_000
+
+    def test_venue_stamps_follow_snapshots_and_updates(self) -> None:
+        book = KalshiOrderBook("M", use_yes_price=True)
+        assert book.venue_ts_ms is None and book.to_market_price().venue_ts_ms is None
+        book.apply_snapshot([["0.40", "1"]], [["0.60", "1"]], ts_ms=100)
+        assert book.to_market_price().venue_ts_ms == 100
+        book.apply_delta("0.30", "1", "yes", ts_ms=200)
+        assert book.venue_ts_ms == 200
+        book.apply_delta("0.30", "1", "yes")  # an update without a stamp keeps the last one
+        assert book.venue_ts_ms == 200
+        book.apply_snapshot([["0.40", "1"]], [])  # a snapshot without one has none
+        assert book.venue_ts_ms is None
+        pm = poly()
+        pm.apply_delta("0.30", "1", "BUY", ts_ms=300)
+        assert pm.venue_ts_ms == 300
+
+    def test_the_record_names_venue_market_and_receive_time(self) -> None:
+        price = kalshi().to_market_price()
+        assert (price.platform, price.market_id, price.recv_ts_ns) == (Platform.KALSHI, "FED-23DEC-T3.00", 0)
+        assert kalshi().to_market_price(recv_ts_ns=42).recv_ts_ns == 42
+        pm = poly().to_market_price()
+        assert (pm.platform, pm.market_id) == (Platform.POLYMARKET, "0xcond")
+        assert poly().token_id == "tok" and PolymarketOrderBook("tok2").market_id == "tok2"
+
+    def test_emptying_a_side_leaves_it_empty(self) -> None:
+        book = PolymarketOrderBook("tok")
+        book.apply_snapshot([{"price": "0.4", "size": "1"}], [{"price": "0.6", "size": "1"}])
+        assert book.apply_delta("0.6", "0", "SELL") is True and book.best_ask is None
+        assert book.apply_delta("0.4", "0", "BUY") is True and book.best_bid is None
+        assert book.to_market_price().yes_ask is None
+
+    @pytest.mark.parametrize("side", ["yes", "no"])
+    def test_zero_size_snapshot_levels_are_absent_and_negative_ones_refused(self, side: str) -> None:
+        book = KalshiOrderBook("M", use_yes_price=True)
+        levels = [["0.40", "0"], ["0.30", "2"]] if side == "yes" else [["0.60", "0"], ["0.70", "2"]]
+        book.apply_snapshot(*((levels, []) if side == "yes" else ([], levels)))
+        assert (book.bids if side == "yes" else book.asks) == ({3000: 200} if side == "yes" else {7000: 200})
+        bad = [["0.40", "-0.01"]]
+        with pytest.raises(BookError, match=f"negative count in {side} level"):
+            book.apply_snapshot(*((bad, []) if side == "yes" else ([], bad)))
+        with pytest.raises(BookError, match="negative size in asks level"):
+            PolymarketOrderBook("tok").apply_snapshot([], [{"price": "0.6", "size": "-0.000001"}])
+        zero = PolymarketOrderBook("tok")
+        zero.apply_snapshot([{"price": "0.4", "size": "0"}], [])
+        assert zero.bids == {}
+
+    def test_errors_name_the_market_and_the_side(self) -> None:
+        with pytest.raises(ValueError, match="FED-23DEC-T3.00: side must be 'yes' or 'no', got 'maybe'"):
+            kalshi().apply_delta("0.5", "1", "maybe")
+        with pytest.raises(BookError, match=r"FED-23DEC-T3.00: no level must be \[price, count\]"):
+            kalshi().apply_snapshot([], [["0.5"]])
+        with pytest.raises(BookError, match="tok: bad asks level"):
+            poly().apply_snapshot([], [{"size": "1"}])

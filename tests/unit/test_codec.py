@@ -134,3 +134,63 @@ def test_a_market_subscription_never_receives_a_longer_id_over_real_zeromq() -> 
     finally:
         for sock in (pub, sub, venue_sub):
             sock.close(linger=0)
+
+
+FIELDS = ("market_id", "yes_bid", "yes_ask", "yes_bid_size", "yes_ask_size", "platform", "status", "last_trade",
+          "venue_ts_ms", "recv_ts_ns", "publish_ts_ns", "seq", "epoch")
+PRICES, SIZES, COUNTS = (2, 3, 8), (4, 5), (10, 11, 12, 13)
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(("index", "bad"), [
+    *((i, value) for i in PRICES for value in (INF, -INF, NAN, True, False, "0.5", -0.0001, 1.0001, [0.5])),
+    *((i, value) for i in SIZES for value in (INF, NAN, True, "1", -1e-9, [1.0])),
+    *((i, value) for i in COUNTS for value in (True, -1, 1.0, "1", None, INF)),
+    *((9, value) for value in (True, -1, 1.5, "1700000000000", INF)),
+    (1, None), (1, 5), (1, b"M"), (6, None), (6, "KALSHI"), (7, None), (7, "LIVE"),
+], ids=lambda v: repr(v))
+def test_every_field_refuses_a_bad_value_and_names_itself(index: int, bad: object) -> None:
+    name = FIELDS[index - 1]
+    with pytest.raises(CodecError, match=f"^{name} must" if index not in (6, 7) else "^MarketPrice payload: "):
+        decode(_with(index, bad))
+
+
+@pytest.mark.parametrize("index", PRICES)
+@pytest.mark.parametrize("edge", [0.0, 1.0, 0, 1, None])
+def test_prices_at_the_edges_of_zero_to_one_decode(index: int, edge: object) -> None:
+    assert decode(_with(index, edge))[index - 1] == edge
+
+
+def test_zero_sizes_and_counts_and_no_venue_stamp_decode() -> None:
+    fields = list(GOOD)
+    for i in (*SIZES, *COUNTS):
+        fields[i] = 0
+    fields[9] = None
+    price = decode(_payload(*fields))
+    assert price.yes_bid_size == 0 and price.seq == 0 and price.venue_ts_ms is None
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (msgpack.packb([]), "must be an array, got tuple"), (msgpack.packb({"a": 1}), "got dict"),
+    (msgpack.packb("x"), "got str"), (msgpack.packb(None), "got NoneType"),
+    (_payload(*GOOD, 1), "14 fields, expected 13"), (_payload(SCHEMA_VERSION), "0 fields")])
+def test_payloads_that_are_not_one_record_name_what_they_are(payload: bytes, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode(payload)
+
+
+def test_decoded_records_carry_str_and_enum_types() -> None:
+    price = decode(_payload(*GOOD))
+    assert type(price.market_id) is str and price.platform is Platform.KALSHI and price.status is PriceStatus.LIVE
+
+
+def test_topic_edges() -> None:
+    assert parse_topic(b"kalshi/X|") == (Platform.KALSHI, "X")  # a one-character id
+    assert parse_topic(b"kalshi/A/B|") == (Platform.KALSHI, "A/B")  # only the first slash splits
+    assert parse_topic(b"kalshi/\xff|") == (Platform.KALSHI, "\ufffd")  # bytes that are not UTF-8
+    with pytest.raises(CodecError, match="not a market topic"):
+        parse_topic(b"kalshi/|")
+    with pytest.raises(CodecError, match="unknown venue in topic"):
+        parse_topic(b"nyse/A|")
+    with pytest.raises(ValueError, match="may not contain"):
+        topic(Platform.KALSHI, "A|B")

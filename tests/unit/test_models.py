@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from markets import models
 from markets.models import (
     MarketPrice,
     Platform,
@@ -12,6 +13,8 @@ from markets.models import (
     format_price,
     parse_fixed,
     parse_price_ticks,
+    ticks_to_dollars,
+    venue_timestamp_ms,
 )
 
 
@@ -76,3 +79,59 @@ def test_an_empty_side_stays_empty_in_derived_fields() -> None:
     assert price.mid is None and price.spread is None
     assert not price.is_crossed
 
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), (0, 0), (1_700_000_000_000, 1_700_000_000_000),
+                                                 ("1700000000000", 1_700_000_000_000), ("0", 0),
+                                                 ("9" * 19, int("9" * 19)), (2**64 - 1, 2**64 - 1)])
+def test_venue_timestamps_are_non_negative_integers(value: object, expected: int | None) -> None:
+    assert venue_timestamp_ms(value) == expected
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (-1, "out of range"), (2**64, "out of range"), ("", "not a millisecond timestamp"),
+    ("abc", "not a millisecond timestamp"), ("-1", "not a millisecond timestamp"),
+    ("1.5", "not a millisecond timestamp"), ("１２", "not a millisecond timestamp"),
+    ("9" * 20, "not a millisecond timestamp"), (True, "not a millisecond timestamp"),
+    (1.5, "not a millisecond timestamp"), ([1], "not a millisecond timestamp"),
+    ("2026-11-30T00:00:00Z", "not a millisecond timestamp")])
+def test_anything_else_is_not_a_venue_timestamp(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        venue_timestamp_ms(value)
+
+
+@pytest.mark.parametrize(("text", "places", "expected"), [
+    (".5", 4, 5000), ("7", 0, 7), ("7.", 0, 7), ("2.5E-4", 4, 3), (0.00025, 4, 3), ("-2.5E-4", 4, -3),
+    ("1.25", 1, 13)])
+def test_parse_fixed_edge_spellings(text: str | float, places: int, expected: int) -> None:
+    assert parse_fixed(text, places) == expected
+
+
+@pytest.mark.parametrize(("bad", "named"), [("a.5", "'a.5'"), ([1], "list"), ({"v": 1}, "dict"), ("1.2.3", "1.2.3")])
+def test_parse_fixed_errors_name_the_value(bad: object, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        parse_fixed(bad, 2)  # type: ignore[arg-type]
+
+
+def test_formatting_of_zero_whole_units_and_conversion_to_dollars() -> None:
+    assert format_fixed(0, 2) == "0.00"
+    assert format_fixed(7, 0) == "7" and format_fixed(-7, 0) == "-7"
+    assert ticks_to_dollars(5000) == 0.5 and ticks_to_dollars(10_000) == 1.0
+
+
+def test_price_bounds_are_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "_PRICE_CACHE", {})  # a memoized answer would skip the range check
+    assert parse_price_ticks("0") == 0 and parse_price_ticks("1") == 10_000
+    assert parse_price_ticks(0) == 0 and parse_price_ticks(1) == 10_000 and parse_price_ticks(0.0) == 0
+
+
+def test_valid_string_prices_are_memoized_and_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    memo: dict[str, int] = {"0.4242": 1234}
+    monkeypatch.setattr(models, "_PRICE_CACHE", memo)
+    assert parse_price_ticks("0.4242") == 1234  # the memo answers before any parsing
+    assert parse_price_ticks("0.5") == 5000 and memo["0.5"] == 5000
+    monkeypatch.setattr(models, "_PRICE_CACHE_LIMIT", 3)
+    for text in ("0.1", "0.2", "0.3"):
+        assert parse_price_ticks(text) == int(float(text) * 10_000)
+    assert len(memo) == 3 and "0.3" not in memo
+    assert parse_price_ticks(0.25) == 2500 and 0.25 not in memo

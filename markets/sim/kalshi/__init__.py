@@ -2,5 +2,6 @@
 
 from markets.sim.kalshi.rest import RateLimit, RecordedOrder
 from markets.sim.kalshi.simulator import KalshiSimulator
+from markets.sim.kalshi.ws import CommandLimits
 
-__all__ = ["KalshiSimulator", "RateLimit", "RecordedOrder"]
+__all__ = ["CommandLimits", "KalshiSimulator", "RateLimit", "RecordedOrder"]

@@ -1,5 +1,9 @@
 """Kalshi REST v2 as the simulator serves it: discovery, books, balance, V2 orders.
 
+Markets, events and series follow the shared game timetable (markets/sim/lifecycle.py):
+`status`, `close_time` and `result` move as games pause, close and settle, and the
+`status=open` listing lags a just-closed market (markets/sim/kalshi/lifecycle.py).
+
 Market data needs no signature; `/portfolio/*` does.  Every request draws from
 a per-key token bucket (per client address when unsigned), like the venue's
 Basic tier: 200 read tokens/s, 100 write tokens/s, 10 tokens a request; an
@@ -21,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -29,6 +33,9 @@ from aiohttp import web
 from markets.models import KALSHI_SIZE_PLACES, TICKS_PER_DOLLAR, parse_fixed
 from markets.sim.kalshi import wire
 from markets.sim.kalshi.auth import KEY_HEADER, AuthError
+from markets.sim.kalshi.catalog import all_series, event_doc, series_matches
+from markets.sim.kalshi.lifecycle import FILTERS, STATUS, listed_phase, result
+from markets.sim.lifecycle import Phase
 from markets.sim.universe import SimMarket
 
 if TYPE_CHECKING:
@@ -36,7 +43,8 @@ if TYPE_CHECKING:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-MARKET_STATUS_FILTERS = frozenset({"unopened", "open", "paused", "closed", "settled"})
+MARKET_STATUS_FILTERS = frozenset(FILTERS)
+_Item = TypeVar("_Item")
 TIME_IN_FORCE = frozenset({"fill_or_kill", "good_till_canceled", "immediate_or_cancel"})
 SELF_TRADE = frozenset({"taker_at_cross", "maker"})
 _COUNT = re.compile(r"^\d+(\.\d{1,2})?$")
@@ -124,6 +132,9 @@ class KalshiRest:
         r.add_get(f"{root}/markets/{{ticker}}", self._market)
         r.add_get(f"{root}/markets/{{ticker}}/orderbook", self._orderbook)
         r.add_get(f"{root}/events", self._events)
+        r.add_get(f"{root}/events/{{event_ticker}}", self._event)
+        r.add_get(f"{root}/series", self._series_list)
+        r.add_get(f"{root}/series/{{series_ticker}}", self._series)
         r.add_get(f"{root}/portfolio/balance", self._balance)
         r.add_post(f"{root}/portfolio/events/orders", self._create_order)
         r.add_delete(f"{root}/portfolio/events/orders/{{order_id}}", self._cancel_order)
@@ -173,15 +184,22 @@ class KalshiRest:
     async def _markets(self, request: web.Request) -> web.Response:
         q = request.query
         limit = _int_param(q, "limit", 100, 1, 1000)
-        listed = _lists_open_markets(q)
         tickers = set(filter(None, q.get("tickers", "").split(","))) or None
-        markets = [m for m in self.sim.universe.markets
-                   if listed
-                   and q.get("event_ticker", m.event_ticker) == m.event_ticker
-                   and q.get("series_ticker", m.series_ticker) == m.series_ticker
+        markets = [(m, phase) for m, phase in self._listed(q)
+                   if q.get("event_ticker", m.event_ticker) == m.event_ticker
                    and (tickers is None or m.kalshi_ticker in tickers)]
         page, cursor = _paginate(markets, limit, q.get("cursor", ""))
-        return _json({"markets": [self._market_obj(m) for m in page], "cursor": self._next_cursor(cursor)})
+        return _json({"markets": [self._market_obj(m, phase) for m, phase in page],
+                      "cursor": self._next_cursor(cursor)})
+
+    def _listed(self, q: Any) -> list[tuple[SimMarket, Phase]]:
+        """The markets a listing's `status` and `series_ticker` filters admit, each with the
+        phase the listing shows (the `open` listing lags a just-closed market)."""
+        status = _status_filter(q)
+        lifecycle, now = self.sim.universe.lifecycle, time.time()
+        return [(m, phase) for m in self.sim.universe.markets
+                if q.get("series_ticker", m.series_ticker) == m.series_ticker
+                and (phase := listed_phase(lifecycle, m, status, now)) is not None]
 
     async def _market(self, request: web.Request) -> web.Response:
         market = self._lookup(request.match_info["ticker"])
@@ -199,25 +217,42 @@ class KalshiRest:
     async def _events(self, request: web.Request) -> web.Response:
         q = request.query
         limit = _int_param(q, "limit", 200, 1, 200)
-        listed = _lists_open_markets(q)
-        nested = q.get("with_nested_markets", "false")
-        if nested not in ("true", "false"):
-            raise BadRequest(f"with_nested_markets must be true or false, got {nested!r}")
-        markets = [m for m in self.sim.universe.markets
-                   if listed and q.get("series_ticker", m.series_ticker) == m.series_ticker]
-        page, cursor = _paginate(markets, limit, q.get("cursor", ""))
+        nested = _nested_markets(q)
+        page, cursor = _paginate(self._listed(q), limit, q.get("cursor", ""))
         events = []
-        for m in page:
-            event: dict[str, Any] = {
-                "event_ticker": m.event_ticker, "series_ticker": m.series_ticker,
-                "title": m.title, "sub_title": f"{m.game.away} at {m.game.home}",
-                "category": "Sports", "mutually_exclusive": True,
-                "collateral_return_type": "MECNET", "available_on_brokers": True,
-            }
-            if nested == "true":
-                event["markets"] = [self._market_obj(m)]
+        for m, phase in page:
+            event = event_doc(m)
+            if nested:
+                event["markets"] = [self._market_obj(m, phase)]
             events.append(event)
         return _json({"events": events, "cursor": self._next_cursor(cursor)})
+
+    async def _event(self, request: web.Request) -> web.Response:
+        """`GET /events/{event_ticker}`: the event, its markets at the top level (the
+        older form) and, with `with_nested_markets=true`, inside the event as well."""
+        ticker = request.match_info["event_ticker"]
+        nested = _nested_markets(request.query)
+        markets = [m for m in self.sim.universe.markets if m.event_ticker == ticker]
+        if not markets:
+            raise _not_found("event not found", ticker)
+        docs = [self._market_obj(m) for m in markets]
+        event = event_doc(markets[0])
+        if nested:
+            event["markets"] = docs
+        return _json({"event": event, "markets": docs})
+
+    async def _series_list(self, request: web.Request) -> web.Response:
+        q = request.query
+        tags = set(filter(None, q.get("tags", "").split(","))) or None
+        return _json({"series": [doc for doc in all_series(self.sim.universe).values()
+                                 if series_matches(doc, q.get("category"), tags)]})
+
+    async def _series(self, request: web.Request) -> web.Response:
+        ticker = request.match_info["series_ticker"]
+        doc = all_series(self.sim.universe).get(ticker)
+        if doc is None:
+            raise _not_found("series not found", ticker)
+        return _json({"series": doc})
 
     def _next_cursor(self, cursor: str) -> str | None:
         """The last page's cursor is "" (schema: "Empty if there are no more results")
@@ -227,30 +262,31 @@ class KalshiRest:
     def _lookup(self, ticker: str) -> SimMarket:
         market = self.sim.universe.by_kalshi_ticker.get(ticker)
         if market is None:
-            raise web.HTTPNotFound(text=wire.dumps({"code": "not_found", "message": "market not found",
-                                                    "details": ticker}),
-                                   content_type="application/json")
+            raise _not_found("market not found", ticker)
         return market
 
-    def _market_obj(self, m: SimMarket) -> dict[str, Any]:
+    def _market_obj(self, m: SimMarket, phase: Phase | None = None) -> dict[str, Any]:
+        """The `Market` object; `phase` is what a (lagging) listing shows, default the current one."""
         ladder = self.sim.ladders[m.kalshi_ticker]
         stats = self.sim.stats(m.kalshi_ticker)
         bid, ask = ladder.best_bid(), ladder.best_ask()
         yes_bid = bid if bid is not None else 0
         yes_ask = ask if ask is not None else TICKS_PER_DOLLAR
-        starts = m.game.starts_at or datetime(2026, 11, 1, tzinfo=UTC)
-        close = starts + timedelta(hours=4)
+        lifecycle = self.sim.universe.lifecycle
+        phase = lifecycle.phase(m) if phase is None else phase
+        close = datetime.fromtimestamp(lifecycle.close_time(m), UTC)
+        settle_timer = lifecycle.config.settle_after
         team = m.kalshi_ticker.rsplit("-", 1)[1]
         return {
             "ticker": m.kalshi_ticker, "event_ticker": m.event_ticker, "market_type": "binary",
             "title": m.title, "subtitle": "",
             "yes_sub_title": team, "no_sub_title": team,
-            "created_time": _iso(starts - timedelta(days=14)),
-            "updated_time": _iso(starts - timedelta(days=1)),
-            "open_time": _iso(starts - timedelta(days=14)), "close_time": _iso(close),
-            "expected_expiration_time": _iso(close),
-            "latest_expiration_time": _iso(starts + timedelta(days=14)),
-            "settlement_timer_seconds": 300, "status": "active",
+            "created_time": _iso(close - timedelta(days=14)),
+            "updated_time": _iso(close - timedelta(days=1)),
+            "open_time": _iso(close - timedelta(days=14)), "close_time": _iso(close),
+            "expected_expiration_time": _iso(close + timedelta(seconds=lifecycle.config.determine_after)),
+            "latest_expiration_time": _iso(close + timedelta(days=14)),
+            "settlement_timer_seconds": int(settle_timer), "status": STATUS[phase],
             "notional_value_dollars": "1.0000",
             "yes_bid_dollars": wire.price_str(yes_bid), "yes_ask_dollars": wire.price_str(yes_ask),
             "no_bid_dollars": wire.price_str(TICKS_PER_DOLLAR - yes_ask),
@@ -264,7 +300,7 @@ class KalshiRest:
             "volume_fp": wire.count_str(stats.volume), "volume_24h_fp": wire.count_str(stats.volume),
             "liquidity_dollars": wire.price_str(sum(p * s for p, s in ladder.bids.items()) // 100),
             "open_interest_fp": wire.count_str(stats.open_interest),
-            "result": "", "can_close_early": True, "expiration_value": "",
+            "result": result(lifecycle, m, phase), "can_close_early": True, "expiration_value": "",
             "rules_primary": f"If {team} wins the game, the market resolves to Yes.",
             "rules_secondary": "",
             "price_level_structure": m.price_level_structure,
@@ -370,16 +406,27 @@ def _int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _lists_open_markets(query: Any) -> bool:
-    """Whether a listing's `status` filter admits open markets -- every simulated market is
-    open, so that decides between all of them and none; an unknown status is a 400."""
+def _status_filter(query: Any) -> str | None:
+    """A listing's `status` filter (filter vocabulary, not Market.status); unknown is a 400."""
     status = query.get("status")
     if status is not None and status not in MARKET_STATUS_FILTERS:
         raise BadRequest(f"status must be one of {sorted(MARKET_STATUS_FILTERS)}, got {status!r}")
-    return status is None or status == "open"
+    return status
 
 
-def _paginate(items: list[SimMarket], limit: int, cursor: str) -> tuple[list[SimMarket], str]:
+def _nested_markets(query: Any) -> bool:
+    nested = query.get("with_nested_markets", "false")
+    if nested not in ("true", "false"):
+        raise BadRequest(f"with_nested_markets must be true or false, got {nested!r}")
+    return nested == "true"
+
+
+def _not_found(message: str, details: str) -> web.HTTPNotFound:
+    return web.HTTPNotFound(text=wire.dumps({"code": "not_found", "message": message, "details": details}),
+                            content_type="application/json")
+
+
+def _paginate(items: list[_Item], limit: int, cursor: str) -> tuple[list[_Item], str]:
     """An opaque offset cursor; the empty cursor starts (and ends) the listing."""
     offset = 0
     if cursor:

@@ -4,6 +4,11 @@ The simulator's truth is its ladders (YES scale, two-sided).  On the Kalshi
 wire a YES ask at p is a NO bid at 1 - p, so `book_levels()` gives tests the
 book in the venue's own terms — YES bids and NO bids on the NO scale — to
 compare a client's reconstruction against.
+
+Games end on the universe's timetable: the book channel just goes quiet at the
+close, `market_lifecycle_v2` subscribers (every market, no filter) hear of pauses,
+reactivations, early closes, determinations and settlements, and REST follows
+(`markets/sim/kalshi/lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from markets.models import TICKS_PER_DOLLAR
+from markets.sim.activity import ActivityMix
 from markets.sim.faults import FaultPlan
 from markets.sim.kalshi import wire
 from markets.sim.kalshi.auth import AuthError, KeyRegistry
 from markets.sim.kalshi.rest import KalshiRest, RateLimit, error_response
-from markets.sim.kalshi.ws import BOOK, TICKER, TRADE, KalshiConnection, Subscription
-from markets.sim.ladder import LevelChange, SimLadder
+from markets.sim.kalshi.lifecycle import lifecycle_msg
+from markets.sim.kalshi.ws import BOOK, LIFECYCLE, TICKER, TRADE, CommandLimits, KalshiConnection, Subscription
+from markets.sim.ladder import VENUE_DEPTH, LevelChange, SimLadder
 from markets.sim.sendlog import SendLog
 from markets.sim.server import CLOSE_TIMEOUT, SimServer
+from markets.sim.lifecycle import Transition
 from markets.sim.universe import TAPERED_DECI_CENT, SimMarket, Universe
 
 WS_PATH = "/trade-api/ws/v2"
@@ -35,6 +43,9 @@ CENT = 100
 DECI_CENT = 10
 # Share of price strings sent with 3 decimals ("0.960") instead of 4 ("0.9600").
 SHORT_PRICE_SHARE = 0.25
+# Share of book frames whose prices and counts are JSON numbers rather than strings
+# (seen live: protocols/kalshi.md appendix).
+NUMERIC_SHARE = 0.1
 # Share of snapshots that carry `ts_ms`: the docs page lists none on snapshots,
 # a third-party client decodes one, so the simulator sends it only sometimes.
 SNAPSHOT_TS_SHARE = 0.5
@@ -64,7 +75,11 @@ class KalshiSimulator(SimServer):
     Frames first fill the kernel's socket buffer (several MiB on loopback);
     `send_buffer_bytes` pins SO_SNDBUF so that a stalled reader overflows after
     kilobytes rather than megabytes.  `rate_limit=None` turns the REST token
-    buckets off.
+    buckets off; `command_limits` are the per-connection WebSocket command rate and
+    market limits (errors 27 and 26; None turns them off), and `commands_refused`
+    counts the 27s sent. `depth` is the levels per side each book starts with (100
+    by default, as real books have; a cent grid holds 99 prices in all). `numeric_share` is the share of snapshots and deltas whose prices
+    and counts are JSON numbers instead of strings (0 = never, 1 = always).
     """
 
     venue = "kalshi"
@@ -73,20 +88,29 @@ class KalshiSimulator(SimServer):
                  rate: float = 5.0, seed: int = 0, faults: FaultPlan | None = None,
                  send_log: SendLog | None = None, ping_interval: float = 10.0,
                  auth_tolerance_ms: int = 5_000, rate_limit: RateLimit | None = RateLimit(),
-                 outbound_limit: int = 20_000, send_buffer_bytes: int | None = None) -> None:
+                 outbound_limit: int = 20_000, send_buffer_bytes: int | None = None,
+                 numeric_share: float = NUMERIC_SHARE, activity: ActivityMix | None = None,
+                 depth: int = VENUE_DEPTH,
+                 command_limits: CommandLimits | None = CommandLimits()) -> None:
         super().__init__(universe, host=host, port=port, rate=rate, seed=seed, faults=faults,
-                         send_log=send_log)
+                         send_log=send_log, activity=activity, depth=depth)
         self.ping_interval = ping_interval
         self.outbound_limit = outbound_limit
         self.send_buffer_bytes = send_buffer_bytes
+        if not 0 <= numeric_share <= 1:
+            raise ValueError(f"numeric_share must be in [0, 1], got {numeric_share!r}")
+        self.numeric_share = numeric_share
+        self.command_limits = command_limits
+        self.commands_refused = 0
         self.keys = KeyRegistry(auth_tolerance_ms)
         self.ticker_by_market_id = {m.kalshi_market_id: m.kalshi_ticker for m in universe.markets}
         # Randomness that only shapes presentation (decimal places, trade ids), kept
         # apart from `rng` so that who listens never changes how markets move.
         self.wire_rng = random.Random(seed + 1)
         self._stats = {t: MarketStats(last_price=_mid(ladder)) for t, ladder in self.ladders.items()}
-        self._by_ticker: dict[str, dict[str, set[Subscription]]] = {BOOK: {}, TICKER: {}, TRADE: {}}
-        self._all_markets: dict[str, set[Subscription]] = {TICKER: set(), TRADE: set()}
+        self._by_ticker: dict[str, dict[str, set[Subscription]]] = {
+            BOOK: {}, TICKER: {}, TRADE: {}, LIFECYCLE: {}}
+        self._all_markets: dict[str, set[Subscription]] = {TICKER: set(), TRADE: set(), LIFECYCLE: set()}
         self.rest = KalshiRest(self, rate_limit)
 
     @property
@@ -115,7 +139,7 @@ class KalshiSimulator(SimServer):
 
     def make_ladder(self, market: SimMarket, rng: random.Random) -> SimLadder:
         tail = DECI_CENT if market.price_level_structure == TAPERED_DECI_CENT else None
-        return SimLadder(CENT, rng, self.universe.fair(market.game.game_id), tail_tick=tail)
+        return SimLadder(CENT, rng, self.universe.fair(market.game.game_id), tail_tick=tail, depth=self.depth)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(WS_PATH, self._ws_handler)
@@ -187,7 +211,7 @@ class KalshiSimulator(SimServer):
         short = self.wire_rng.random() < SHORT_PRICE_SHARE
         ts_ms = time.time_ns() // 1_000_000 if self.wire_rng.random() < SNAPSHOT_TS_SHARE else None
         return wire.snapshot_msg(self.universe.by_kalshi_ticker[ticker], yes, no, short, ts_ms,
-                                 self.level_order)
+                                 self.level_order, self._numeric())
 
     def ticker_msg(self, market: SimMarket, ts_ms: int) -> wire.JSON:
         ladder = self.ladders[market.kalshi_ticker]
@@ -216,6 +240,17 @@ class KalshiSimulator(SimServer):
         sub.conn.send_data(sub, "ticker", msg, wire.dumps(msg), market.kalshi_ticker, sequenced=False)
 
     # -- broadcasting ---------------------------------------------------------------------
+    def on_lifecycle(self, transition: Transition) -> None:
+        """Tell every `market_lifecycle_v2` subscriber (they all get every market); the
+        close itself goes out on no channel at all, as on the venue."""
+        msg = lifecycle_msg(self.universe.lifecycle, transition)
+        if msg is None:
+            return
+        ticker = transition.market.kalshi_ticker
+        msg_json = wire.dumps(msg)
+        for sub in self._subscribers(LIFECYCLE, ticker):
+            sub.conn.send_data(sub, LIFECYCLE, msg, msg_json, ticker)
+
     def publish(self, market: SimMarket, changes: list[LevelChange]) -> None:
         ticker = market.kalshi_ticker
         ts_ms = time.time_ns() // 1_000_000
@@ -244,6 +279,7 @@ class KalshiSimulator(SimServer):
         """One delta to every subscription, serialized at most once per price scale."""
         delta = change.new_size - change.old_size
         short = self.wire_rng.random() < SHORT_PRICE_SHARE
+        numeric = self._numeric()
         # Index by use_yes_price: a YES-side level reads the same on both scales,
         # a NO-side level is at 1 - p on the NO scale and at p on the YES scale.
         if change.side == "bid":
@@ -258,9 +294,13 @@ class KalshiSimulator(SimServer):
             scale = int(sub.use_yes_price)
             variant = variants[scale]
             if variant is None:
-                msg = wire.delta_msg(market, side, prices[scale], delta, short, ts_ms)
+                msg = wire.delta_msg(market, side, prices[scale], delta, short, ts_ms, numeric)
                 variant = variants[scale] = (msg, wire.dumps(msg))
             sub.conn.send_data(sub, "orderbook_delta", variant[0], variant[1], ticker, change.old_size)
+
+    def _numeric(self) -> bool:
+        """Whether the next book frame spells its prices and counts as JSON numbers."""
+        return self.numeric_share > 0 and self.wire_rng.random() < self.numeric_share
 
     def _record_trades(self, ticker: str, changes: list[LevelChange]) -> list[LevelChange]:
         """Size taken off the top of a side is, some of the time, a trade there.
@@ -316,7 +356,8 @@ class KalshiSimulator(SimServer):
     # -- WebSocket endpoint ----------------------------------------------------------------
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         if self.refuse_handshake():
-            return error_response(503, "service_unavailable", "try again later")
+            status = self.faults.refuse_status
+            return error_response(status, "service_unavailable" if status >= 500 else "refused", "try again later")
         try:
             self.keys.verify(request.headers, "GET", request.path)
         except AuthError as exc:

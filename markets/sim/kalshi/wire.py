@@ -1,9 +1,11 @@
 """Kalshi wire shapes: fixed-point strings, WebSocket envelopes, corrupted variants.
 
 The venue sends prices as dollar strings with 4 decimals, sometimes 3 ("0.9600"
-and "0.960" are the same level), and counts as 2-decimal strings.  Only the
-string forms are sent: the integer-cent fields were removed from the venue in
-2026, so a client that still reads them must fail against the simulator.
+and "0.960" are the same level), and counts as 2-decimal strings; some frames
+carry the same fields as JSON numbers instead (0.96, 12.5), as has been seen live
+(protocols/kalshi.md appendix), so a client that insists on strings fails here.
+Only the fixed-point fields are sent: the integer-cent fields were removed from
+the venue in 2026, so a client that still reads them must fail against the simulator.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 
 import orjson
 
-from markets.models import KALSHI_SIZE_PLACES, PRICE_PLACES, format_fixed, format_price
+from markets.models import KALSHI_SIZE_PLACES, PRICE_PLACES, TICKS_PER_DOLLAR, format_fixed, format_price
 from markets.sim.faults import Corruption
 from markets.sim.universe import SimMarket
 
 JSON = dict[str, Any]
+Number = str | float
+"""A price or count as sent: a fixed-point string, or (some frames) a JSON number."""
 
 
 def price_str(ticks: int, short: bool = False) -> str:
@@ -33,14 +37,25 @@ def count_str(hundredths: int) -> str:
     return format_fixed(hundredths, KALSHI_SIZE_PLACES)
 
 
-def levels(book: Mapping[int, int], prices: Iterable[int], short: bool = False) -> list[list[str]]:
+def price_value(ticks: int, short: bool = False, numeric: bool = False) -> Number:
+    """A price as a frame carries it: a dollar string, or with `numeric` a JSON number."""
+    return ticks / TICKS_PER_DOLLAR if numeric else price_str(ticks, short)
+
+
+def count_value(hundredths: int, numeric: bool = False) -> Number:
+    """A count as a frame carries it: a fixed-point string, or with `numeric` a JSON number."""
+    return hundredths / 100 if numeric else count_str(hundredths)
+
+
+def levels(book: Mapping[int, int], prices: Iterable[int], short: bool = False,
+           numeric: bool = False) -> list[list[Number]]:
     """[[price, count], ...] in the order of `prices`.
 
     The caller picks the order because the venue does not keep one: the WS
     order is unspecified, and the REST book, documented ascending, was recorded
     live descending.  A client that reads "best = last element" must fail here.
     """
-    return [[price_str(p, short), count_str(book[p])] for p in prices]
+    return [[price_value(p, short, numeric), count_value(book[p], numeric)] for p in prices]
 
 
 def dumps(obj: object) -> str:
@@ -74,7 +89,8 @@ def error_reply(cmd_id: int | None, code: int, text: str, **extra: object) -> st
 
 
 def snapshot_msg(market: SimMarket, yes: Mapping[int, int], no: Mapping[int, int], short: bool,
-                 ts_ms: int | None, order: Callable[[Iterable[int]], list[int]]) -> JSON:
+                 ts_ms: int | None, order: Callable[[Iterable[int]], list[int]],
+                 numeric: bool = False) -> JSON:
     """Snapshot payload; a side with no levels has no key at all (venue behaviour).
 
     `ts_ms` is None for a snapshot sent without one: the docs page lists no
@@ -82,20 +98,21 @@ def snapshot_msg(market: SimMarket, yes: Mapping[int, int], no: Mapping[int, int
     """
     msg: JSON = {"market_ticker": market.kalshi_ticker, "market_id": market.kalshi_market_id}
     if yes:
-        msg["yes_dollars_fp"] = levels(yes, order(yes), short)
+        msg["yes_dollars_fp"] = levels(yes, order(yes), short, numeric)
     if no:
-        msg["no_dollars_fp"] = levels(no, order(no), short)
+        msg["no_dollars_fp"] = levels(no, order(no), short, numeric)
     if ts_ms is not None:
         msg["ts_ms"] = ts_ms
     return msg
 
 
-def delta_msg(market: SimMarket, side: str, price: int, delta: int, short: bool, ts_ms: int) -> JSON:
+def delta_msg(market: SimMarket, side: str, price: int, delta: int, short: bool, ts_ms: int,
+              numeric: bool = False) -> JSON:
     return {
         "market_ticker": market.kalshi_ticker,
         "market_id": market.kalshi_market_id,
-        "price_dollars": price_str(price, short),
-        "delta_fp": count_str(delta),
+        "price_dollars": price_value(price, short, numeric),
+        "delta_fp": count_value(delta, numeric),
         "side": side,
         "ts_ms": ts_ms,
     }
@@ -117,7 +134,8 @@ def corrupt_msg(msg: JSON, corruption: Corruption, old_size: int) -> JSON:
     for key in ("yes_dollars_fp", "no_dollars_fp"):
         if key in bad:
             first, *rest = bad[key]
-            bad[key] = [[first[0], "-" + first[1]], *rest]
+            count = first[1]
+            bad[key] = [[first[0], -count if isinstance(count, float) else "-" + count], *rest]
             return bad
     if "delta_fp" in bad:
         bad["delta_fp"] = count_str(-(old_size + 100))

@@ -4,6 +4,14 @@ Sids are numbered per connection from 1, as the venue does, so a client that
 caches sids across a reconnect breaks here too.  Every data frame of a
 subscription consumes one `seq` (the snapshot included); command replies carry
 the sid's current seq without consuming one.
+
+Command limits (`CommandLimits`): the venue has errors 27 ("Too many requests",
+a command rate limit) and 26 ("Subscription market limit exceeded") but publishes
+no numbers (protocols/kalshi.md 7.2 and appendix), so the simulator picks
+values a careless client hits and a pacing one does not: a token bucket of
+`command_burst` commands refilled at `commands_per_second` per connection (every
+command costs one; a refused one is not executed), and at most `max_markets`
+market subscriptions per connection (a market on two channels counts twice).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from aiohttp import WSMsgType, web
 
 from markets.sim.faults import NO_FAULTS, Corruption, FaultState, malformed_text, truncated_text
 from markets.sim.kalshi import wire
+from markets.sim.kalshi.rest import TokenBucket
 from markets.sim.server import Outbound
 
 if TYPE_CHECKING:
@@ -29,12 +38,13 @@ log = logging.getLogger(__name__)
 BOOK = "orderbook_delta"
 TICKER = "ticker"
 TRADE = "trade"
+# Every market's lifecycle events; the venue takes no market filter on it.
+LIFECYCLE = "market_lifecycle_v2"
 # Channels that exist on the venue but carry nothing here (no fills, positions
-# or lifecycle events are simulated); subscribing to them succeeds quietly.
+# or multivariate markets are simulated); subscribing to them succeeds quietly.
 QUIET_CHANNELS = frozenset({"fill", "market_positions", "user_orders", "order_group_updates",
-                            "communications", "market_lifecycle_v2",
-                            "multivariate_market_lifecycle"})
-CHANNELS = frozenset({BOOK, TICKER, TRADE}) | QUIET_CHANNELS
+                            "communications", "multivariate_market_lifecycle"})
+CHANNELS = frozenset({BOOK, TICKER, TRADE, LIFECYCLE}) | QUIET_CHANNELS
 UPDATABLE = {BOOK: frozenset({"add_markets", "delete_markets", "get_snapshot"}),
              "fill": frozenset({"add_markets", "delete_markets"}),
              "user_orders": frozenset({"add_markets", "delete_markets"})}
@@ -44,6 +54,7 @@ ACTIONS = frozenset({"add_markets", "delete_markets", "get_snapshot"})
 E_PROCESSING, E_PARAMS, E_CHANNELS, E_SIDS, E_COMMAND = 1, 2, 3, 4, 5
 E_UNKNOWN_SID, E_CHANNEL, E_INVALID, E_ONE_SID, E_ACTION = 7, 8, 11, 12, 13
 E_MARKET_REQUIRED, E_ACTION_REQUIRED, E_MARKET, E_INTERNAL, E_OVERFLOW = 14, 15, 16, 17, 25
+E_MARKET_LIMIT, E_TOO_MANY = 26, 27
 _TEXT = {E_PROCESSING: "Unable to process message", E_PARAMS: "Params required",
          E_CHANNELS: "Channels required", E_SIDS: "Subscription IDs required",
          E_COMMAND: "Unknown command", E_UNKNOWN_SID: "Unknown subscription ID",
@@ -51,7 +62,30 @@ _TEXT = {E_PROCESSING: "Unable to process message", E_PARAMS: "Params required",
          E_ONE_SID: "Exactly one subscription ID is required", E_ACTION: "Unsupported action",
          E_MARKET_REQUIRED: "Market Ticker required", E_ACTION_REQUIRED: "Action required",
          E_MARKET: "Market not found", E_INTERNAL: "Internal error",
-         E_OVERFLOW: "Subscription buffer overflow"}
+         E_OVERFLOW: "Subscription buffer overflow",
+         E_MARKET_LIMIT: "Subscription market limit exceeded", E_TOO_MANY: "Too many requests"}
+
+
+@dataclass(frozen=True)
+class CommandLimits:
+    """Per-connection command rate (error 27) and market count (error 26) limits.
+
+    Defaults: 100 commands/s with a burst of 100, 500,000 markets. The market
+    figure is INV-2610's reading of the 2026-06-18 changelog; its "10k commands per
+    second" is not used because nothing would ever hit it, and a limit nobody hits
+    tests nothing: 100/s is what a client that sends one command per market
+    overruns as soon as it subscribes a few hundred markets at once.
+    """
+
+    commands_per_second: float = 100.0
+    command_burst: float = 100.0
+    max_markets: int | None = 500_000
+
+    def __post_init__(self) -> None:
+        if not self.commands_per_second > 0 or not self.command_burst >= 1:
+            raise ValueError(f"command limits need a rate > 0 and a burst >= 1, got {self}")
+        if self.max_markets is not None and self.max_markets < 1:
+            raise ValueError(f"max_markets must be >= 1 or None, got {self.max_markets!r}")
 
 
 class CommandError(Exception):
@@ -92,6 +126,9 @@ class KalshiConnection:
         self.out = Outbound(ws, request, "kalshi", sim.send_log, sim.outbound_limit)
         self.subs: dict[int, Subscription] = {}
         self._next_sid = 1
+        limits = sim.command_limits
+        self._bucket = (None if limits is None
+                        else TokenBucket(limits.commands_per_second, limits.command_burst))
         self._awaiting_pong = False
         self._delayed: set[asyncio.Task[None]] = set()
 
@@ -100,6 +137,8 @@ class KalshiConnection:
         heartbeat = asyncio.create_task(self._heartbeat(), name="kalshi-heartbeat")
         try:
             async for msg in self.ws:
+                if self.faults.muted:  # a black hole: hears nothing, answers nothing
+                    continue
                 if msg.type == WSMsgType.TEXT:
                     self.handle_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
@@ -124,9 +163,12 @@ class KalshiConnection:
 
     async def _heartbeat(self) -> None:
         """Ping with payload `heartbeat` every interval; a client that has not
-        answered the previous ping by the next one is cut off."""
+        answered the previous ping by the next one is cut off. A muted connection
+        (fault `mute_after`) neither pings nor cuts anybody off."""
         while True:
             await asyncio.sleep(self.sim.ping_interval)
+            if self.faults.muted:
+                continue
             if self._awaiting_pong:
                 log.info("kalshi sim: dropping a client that did not answer ping")
                 self.out.abort()
@@ -152,6 +194,9 @@ class KalshiConnection:
                 raise CommandError(E_INVALID, "id must be an integer")
             cmd_id = raw_id
             name = command.get("cmd")
+            if self._bucket is not None and not self._bucket.take(1):
+                self.sim.commands_refused += 1
+                raise CommandError(E_TOO_MANY)
             handler = self._COMMANDS.get(name) if isinstance(name, str) else None
             if handler is None:
                 raise CommandError(E_COMMAND, f"Unknown command: {name!r}")
@@ -182,7 +227,11 @@ class KalshiConnection:
                 raise CommandError(E_INVALID, "market_id/market_ids are not supported for orderbook_delta")
             if by_ticker is None:
                 raise CommandError(E_MARKET_REQUIRED)
+        if LIFECYCLE in channels and (by_ticker is not None or by_id is not None):
+            raise CommandError(E_INVALID, f"market filters are not supported for {LIFECYCLE}")
         tickers = by_ticker if by_ticker is not None else by_id
+        if tickers is not None:
+            self._check_market_limit(len(set(tickers)) * len(set(channels)))
         for channel in channels:
             sub = Subscription(self, self._next_sid, channel,
                                None if tickers is None else list(dict.fromkeys(tickers)),
@@ -230,6 +279,7 @@ class KalshiConnection:
         current = sub.tickers if sub.tickers is not None else []
         if action == "add_markets":
             added = [t for t in dict.fromkeys(tickers) if t not in current]
+            self._check_market_limit(len(added))
             current.extend(added)
             sub.tickers = current
             self.sim.attach(sub, added)
@@ -258,6 +308,16 @@ class KalshiConnection:
     _COMMANDS = {"subscribe": _subscribe, "unsubscribe": _unsubscribe,
                  "update_subscription": _update_subscription,
                  "list_subscriptions": _list_subscriptions}
+
+    def _check_market_limit(self, adding: int) -> None:
+        """Error 26 if `adding` more market subscriptions would pass the connection's limit."""
+        limits = self.sim.command_limits
+        if limits is None or limits.max_markets is None:
+            return
+        held = sum(len(sub.tickers) for sub in self.subs.values() if sub.tickers)
+        if held + adding > limits.max_markets:
+            raise CommandError(E_MARKET_LIMIT, f"{_TEXT[E_MARKET_LIMIT]}: {held} subscribed, "
+                                               f"{adding} more asked, limit {limits.max_markets}")
 
     def _market_spec(self, params: dict[str, Any]) -> list[str] | None:
         """Tickers named by `market_ticker` xor `market_tickers`; None if neither."""

@@ -21,8 +21,10 @@ from typing import Any
 import orjson
 
 from markets.models import TICKS_PER_DOLLAR
+from markets.sim.lifecycle import Lifecycle, Phase
 from markets.sim.universe import SimMarket
 
+from .lifecycle import RESOLVED, flags
 from .state import MarketState
 from .wire import TICK_SIZE_TEXT, levels_worst_to_best, padded_price_text, price_text
 
@@ -105,8 +107,9 @@ def outcome_prices(state: MarketState) -> tuple[str, str]:
     return price_text(mid), price_text(TICKS_PER_DOLLAR - mid)
 
 
-def gamma_market(listing: Listing, state: MarketState, *, with_events: bool) -> dict[str, Any]:
+def gamma_market(listing: Listing, state: MarketState, *, with_events: bool, phase: Phase) -> dict[str, Any]:
     market = listing.market
+    closed, accepting = flags(phase)
     bid, ask = state.yes_top()
     yes_price, no_price = outcome_prices(state)
     last = state.last_trade
@@ -124,11 +127,11 @@ def gamma_market(listing: Listing, state: MarketState, *, with_events: bool) -> 
         "outcomePrices": json.dumps([yes_price, no_price]),
         "clobTokenIds": json.dumps([market.yes_token_id, market.no_token_id]),
         "active": True,
-        "closed": False,
+        "closed": closed,
         "archived": False,
         "restricted": True,
         "enableOrderBook": True,
-        "acceptingOrders": True,
+        "acceptingOrders": accepting,
         "questionID": listing.question_id,
         "orderPriceMinTickSize": state.tick / TICKS_PER_DOLLAR,
         "orderMinSize": MIN_ORDER_SIZE,
@@ -145,11 +148,12 @@ def gamma_market(listing: Listing, state: MarketState, *, with_events: bool) -> 
         .strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
     if with_events:
-        doc["events"] = [gamma_event_header(listing)]
+        doc["events"] = [gamma_event_header(listing, phase)]
     return doc
 
 
-def gamma_event_header(listing: Listing) -> dict[str, Any]:
+def gamma_event_header(listing: Listing, phase: Phase) -> dict[str, Any]:
+    """The event of the listing's game (one market per game, so its phase is the event's)."""
     game = listing.market.game
     return {
         "id": listing.event_id,
@@ -160,7 +164,7 @@ def gamma_event_header(listing: Listing) -> dict[str, Any]:
         "endDate": listing.end_date,
         "startTime": listing.game_start,
         "active": True,
-        "closed": False,
+        "closed": flags(phase)[0],
         "archived": False,
         "restricted": True,
         "enableOrderBook": True,
@@ -169,25 +173,29 @@ def gamma_event_header(listing: Listing) -> dict[str, Any]:
     }
 
 
-def gamma_event(listings: list[Listing], states: dict[str, MarketState]) -> dict[str, Any]:
+def gamma_event(listings: list[Listing], directory: Directory) -> dict[str, Any]:
     """An event document with its markets embedded (one event per game)."""
-    event = gamma_event_header(listings[0])
-    event["markets"] = [gamma_market(item, states[item.market.condition_id], with_events=False)
+    event = gamma_event_header(listings[0], directory.phase_of(listings[0]))
+    event["markets"] = [gamma_market(item, directory.state_of(item), with_events=False,
+                                     phase=directory.phase_of(item))
                         for item in listings]
     event["tags"] = listings[0].tags
     return event
 
 
-def clob_market(listing: Listing, state: MarketState) -> dict[str, Any]:
-    """The CLOB `/markets` document: tokens paired with outcomes, prices as numbers."""
+def clob_market(listing: Listing, state: MarketState, phase: Phase,
+                yes_wins: bool) -> dict[str, Any]:
+    """The CLOB `/markets` document: tokens paired with outcomes, prices as numbers; once
+    resolved, the winning token says so."""
     market = listing.market
     yes_price, no_price = outcome_prices(state)
+    closed, accepting = flags(phase)
     return {
         "enable_order_book": True,
         "active": True,
-        "closed": False,
+        "closed": closed,
         "archived": False,
-        "accepting_orders": True,
+        "accepting_orders": accepting,
         "accepting_order_timestamp": listing.created_at[:19] + "Z",
         "minimum_order_size": MIN_ORDER_SIZE,
         "minimum_tick_size": state.tick / TICKS_PER_DOLLAR,
@@ -209,9 +217,9 @@ def clob_market(listing: Listing, state: MarketState) -> dict[str, Any]:
         "is_50_50_outcome": False,
         "tokens": [
             {"token_id": market.yes_token_id, "outcome": market.outcomes[0],
-             "price": float(yes_price), "winner": False},
+             "price": float(yes_price), "winner": closed and yes_wins},
             {"token_id": market.no_token_id, "outcome": market.outcomes[1],
-             "price": float(no_price), "winner": False},
+             "price": float(no_price), "winner": closed and not yes_wins},
         ],
         "tags": [tag["label"] for tag in listing.tags],
     }
@@ -244,9 +252,10 @@ def rest_book(state: MarketState, token_id: str) -> dict[str, Any]:
 class Directory:
     """Lookups over the listings and live states, shared by the CLOB and Gamma routes."""
 
-    def __init__(self, listings: list[Listing], states: dict[str, MarketState]) -> None:
+    def __init__(self, listings: list[Listing], states: dict[str, MarketState], lifecycle: Lifecycle) -> None:
         self.listings = listings
         self.states = states
+        self.lifecycle = lifecycle
         self.by_token: dict[str, MarketState] = {}
         for state in states.values():
             self.by_token[state.market.yes_token_id] = state
@@ -258,3 +267,16 @@ class Directory:
 
     def state_of(self, listing: Listing) -> MarketState:
         return self.states[listing.market.condition_id]
+
+    def phase_of(self, listing: Listing) -> Phase:
+        return self.lifecycle.phase(listing.market)
+
+    def has_book(self, token_id: str) -> bool:
+        """Whether the CLOB still has an order book for the token (not once it is resolved)."""
+        state = self.by_token.get(token_id)
+        return state is not None and self.lifecycle.phase(state.market) not in RESOLVED
+
+    def clob_market(self, listing: Listing) -> dict[str, Any]:
+        market = listing.market
+        return clob_market(listing, self.state_of(listing), self.phase_of(listing),
+                           self.lifecycle.timetable(market).yes_wins)

@@ -3,7 +3,8 @@
 Shapes and errors follow what the real host returns, including the parts that
 trip clients: book levels run worst->best, `/markets` pages with base64 offsets
 until the `LTE=` end marker, a missing `token_id` is a 400 "Invalid token id"
-and an unknown one a 404 "No orderbook exists for the requested token id".
+and an unknown one (or one whose market is resolved) a 404 "No orderbook exists for
+the requested token id".
 `/books` silently leaves out tokens it does not know, as the batch endpoint does.
 """
 
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from markets.models import TICKS_PER_DOLLAR
 
-from .catalog import Directory, clob_market, rest_book
+from .catalog import Directory, rest_book
 from .state import MarketState
 from .wire import price_text
 
@@ -59,7 +60,7 @@ class ClobRoutes:
         if not token_id:
             return error_response(400, "Invalid token id")
         state = self.directory.by_token.get(token_id)
-        if state is None:
+        if state is None or not self.directory.has_book(token_id):
             return error_response(404, NO_ORDERBOOK)
         return token_id, state
 
@@ -82,11 +83,13 @@ class ClobRoutes:
         if len(body) > MAX_BATCH:
             return error_response(400, f"Invalid payload: at most {MAX_BATCH} token ids per request")
         books = [rest_book(self.directory.by_token[item["token_id"]], item["token_id"])
-                 for item in body if item["token_id"] in self.directory.by_token]
+                 for item in body if self.directory.has_book(item["token_id"])]
         return json_response(books)
 
     async def price(self, request: web.Request) -> web.Response:
-        """`side=BUY` is the price a buyer pays (best ask); `SELL` the best bid."""
+        """`side=BUY` answers the best bid, `SELL` the best ask (docs.polymarket.com
+        get-market-price: "Returns the best bid price for BUY side or best ask price for
+        SELL side"), i.e. the side of the book that holds BUY or SELL orders."""
         found = self._token(request)
         if isinstance(found, web.Response):
             return found
@@ -95,9 +98,9 @@ class ClobRoutes:
         if side not in ("BUY", "SELL"):
             return error_response(400, f"Invalid side {request.query.get('side')!r}: use BUY or SELL")
         bid, ask = state.token_top(token_id)
-        price = ask if side == "BUY" else bid
+        price = bid if side == "BUY" else ask
         if price is None:
-            return error_response(404, f"No {'asks' if side == 'BUY' else 'bids'} in the orderbook "
+            return error_response(404, f"No {'bids' if side == 'BUY' else 'asks'} in the orderbook "
                                        "for the requested token id")
         return json_response({"price": price_text(price)})
 
@@ -153,7 +156,7 @@ class ClobRoutes:
         end = offset + len(page)
         next_cursor = END_CURSOR if end >= len(listings) else base64.b64encode(
             str(end).encode()).decode()
-        data = [clob_market(item, self.directory.state_of(item)) for item in page]
+        data = [self.directory.clob_market(item) for item in page]
         return json_response({"limit": self.page_size, "count": len(data),
                               "next_cursor": next_cursor, "data": data})
 
@@ -161,7 +164,7 @@ class ClobRoutes:
         listing = self.directory.by_condition.get(request.match_info["condition_id"])
         if listing is None:
             return error_response(404, "market not found")
-        return json_response(clob_market(listing, self.directory.state_of(listing)))
+        return json_response(self.directory.clob_market(listing))
 
 
 def _history_window(query: Any) -> tuple[int, int, int] | web.Response:

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from .catalog import Directory, Listing, gamma_event, gamma_market
+from .lifecycle import flags
 from .clob import json_response
 
 PREFIX = "/gamma"
@@ -87,17 +88,21 @@ def _page(query: Any, items: list[Listing]) -> list[Listing]:
     return ordered[offset: offset + limit]
 
 
-def _status_matches(query: Any) -> bool:
-    """Every simulated market is open and active: do the status filters admit that?"""
-    closed = _bool(query, "closed")
+def _status_matches(query: Any, closed_now: bool) -> bool:
+    """Do the status filters admit a market that is `closed_now` (and, like every simulated
+    market, active and not archived)? `closed` defaults to false."""
+    wanted_closed = _bool(query, "closed") or False
     active = _bool(query, "active")
     archived = _bool(query, "archived")
-    return closed is not True and active is not False and archived is not True
+    return wanted_closed == closed_now and active is not False and archived is not True
 
 
 class GammaRoutes:
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
+
+    def _status_matches(self, query: Any, listing: Listing) -> bool:
+        return _status_matches(query, flags(self.directory.phase_of(listing))[0])
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/markets", self.markets)
@@ -115,12 +120,13 @@ class GammaRoutes:
                  lambda item: {item.market.yes_token_id, item.market.no_token_id}),
                 (_values(query, "tag_id"), lambda item: {tag["id"] for tag in item.tags}),
             ]
-            matching = [item for item in self.directory.listings if _status_matches(query)
+            matching = [item for item in self.directory.listings if self._status_matches(query, item)
                         and all(wanted is None or wanted & ids(item) for wanted, ids in filters)]
             page = _page(query, matching)
         except QueryError as exc:
             return _unprocessable(str(exc))
-        return json_response([gamma_market(item, self.directory.state_of(item), with_events=True)
+        return json_response([gamma_market(item, self.directory.state_of(item), with_events=True,
+                                           phase=self.directory.phase_of(item))
                               for item in page])
 
     async def events(self, request: web.Request) -> web.Response:
@@ -130,7 +136,7 @@ class GammaRoutes:
             slugs = _values(query, "slug")
             tags = _values(query, "tag_id")
             heads = [group[0] for group in self.directory.events.values()]
-            matching = [head for head in heads if _status_matches(query)
+            matching = [head for head in heads if self._status_matches(query, head)
                         and (ids is None or head.event_id in ids)
                         and (slugs is None or head.slug in slugs)
                         and (tags is None or tags & {tag["id"] for tag in head.tags})]
@@ -138,5 +144,5 @@ class GammaRoutes:
         except QueryError as exc:
             return _unprocessable(str(exc))
         events = self.directory.events
-        return json_response([gamma_event(events[head.market.game.game_id], self.directory.states)
+        return json_response([gamma_event(events[head.market.game.game_id], self.directory)
                               for head in page])

@@ -9,6 +9,9 @@ shrinking top level is sometimes a trade instead: `last_trade_price` plus fresh
 (`tick_size_change`, a fresh `book` a little later). Only subscribed assets get
 events, a client that stops sending `PING` is dropped after `ping_timeout`, and
 initial snapshots past `max_assets_per_connection` are silently not sent.
+Games end on the universe's timetable: the book stops at the close, listings stop
+accepting orders, and at the result `market_resolved` goes to custom-feature sockets
+(`markets/sim/polymarket/lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from markets.sim.activity import ActivityMix
 from markets.sim.faults import FaultPlan
-from markets.sim.ladder import LevelChange, SimLadder
+from markets.sim.ladder import VENUE_DEPTH, LevelChange, SimLadder
+from markets.sim.lifecycle import Change, Transition
 from markets.sim.sendlog import SendLog
 from markets.sim.server import CLOSE_TIMEOUT, SimServer
 from markets.sim.universe import SimMarket, Universe
 
-from . import wire
+from . import lifecycle, wire
 from .catalog import Directory, build_listings
 from .clob import ClobRoutes, error_response
 from .connection import Connection
@@ -37,7 +42,8 @@ from .frames import Frame
 from .gamma import GammaRoutes
 from .protocol import (INVALID_OPERATION, NO_NEW_ASSETS, PONG, Invalid, Ping, Subscribe,
                        Unsubscribe, parse_client_text)
-from .state import MarketState, Trade, initial_tick, mirror_top, tops_around
+from .state import MarketState, Top, Trade, initial_tick, mirror_top, tops_around
+from .sweeps import LaggedRemovals
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +61,17 @@ class PolymarketSimulator(SimServer):
     are dropped; updates still flow), `trade_share` (share of shrinking top levels
     reported as trades), `book_after_tick_delay` (s between `tick_size_change` and
     the fresh `book`), `no_new_assets_interval` (s between `NO NEW ASSETS` texts to
-    custom-feature sockets), `clob_page_size` (`/markets` page length) and
-    `outbound_limit` (frames a socket may have unread before it is cut off).
+    custom-feature sockets), `clob_page_size` (`/markets` page length),
+    `outbound_limit` (frames a socket may have unread before it is cut off) and
+    `depth` (levels per side each book starts with; 100 by default, as real books).
+
+    Venue habits a client must survive, on by default: `sweep_lag_share` of the
+    removals of a top level are reported as a sweep (a trade print, then entries that
+    already carry the post-trade best prices) whose removal entry comes only after
+    1..`sweep_lag_frames` more frames of the market, or `sweep_lag_seconds` at the
+    latest (see `sweeps`); and only `book_after_tick_share` of tick-size changes are
+    followed by a fresh `book` (the docs promise one on subscribe and after trades
+    only). 0 turns the first off, 1 the second.
     """
 
     venue = "polymarket"
@@ -66,9 +81,13 @@ class PolymarketSimulator(SimServer):
                  send_log: SendLog | None = None, ping_timeout: float = 10.0,
                  max_assets_per_connection: int = 500, trade_share: float = 0.3,
                  book_after_tick_delay: float = 0.5, no_new_assets_interval: float = 15.0,
-                 clob_page_size: int = 100, outbound_limit: int = 20_000) -> None:
+                 clob_page_size: int = 100, outbound_limit: int = 20_000,
+                 activity: ActivityMix | None = None, depth: int = VENUE_DEPTH,
+                 sweep_lag_share: float = 0.5,
+                 sweep_lag_frames: int = 3, sweep_lag_seconds: float = 0.5,
+                 book_after_tick_share: float = 0.5) -> None:
         super().__init__(universe, host=host, port=port, rate=rate, seed=seed, faults=faults,
-                         send_log=send_log)
+                         send_log=send_log, activity=activity, depth=depth)
         self.ping_timeout = ping_timeout
         self.max_assets_per_connection = max_assets_per_connection
         self.trade_share = trade_share
@@ -77,11 +96,16 @@ class PolymarketSimulator(SimServer):
         self.outbound_limit = outbound_limit
         self.states = {key: MarketState(self.universe.by_condition[key], ladder, ladder.grid.tick)
                        for key, ladder in self.ladders.items()}
-        self.directory = Directory(build_listings(universe.markets), self.states)
+        self.directory = Directory(build_listings(universe.markets), self.states, universe.lifecycle)
         self._clob = ClobRoutes(self.directory, clob_page_size)
         self._gamma = GammaRoutes(self.directory)
         self._mint = wire.HashMint(f"{seed}:{time.time_ns()}")
         self._event_rng = random.Random(seed + 101)
+        if not 0 <= book_after_tick_share <= 1:
+            raise ValueError(f"book_after_tick_share must be in [0, 1], got {book_after_tick_share!r}")
+        self.book_after_tick_share = book_after_tick_share
+        self.sweep_lag_seconds = sweep_lag_seconds
+        self._lagged = LaggedRemovals(sweep_lag_share, sweep_lag_frames, random.Random(seed + 103))
         self._subscribers: dict[str, set[Connection]] = {}
         self._connections: set[Connection] = set()
         self._closers: set[asyncio.Task[Any]] = set()
@@ -107,7 +131,7 @@ class PolymarketSimulator(SimServer):
 
     def make_ladder(self, market: SimMarket, rng: random.Random) -> SimLadder:
         fair = self.universe.fair(market.game.game_id)
-        return SimLadder(initial_tick(fair), rng, fair)
+        return SimLadder(initial_tick(fair), rng, fair, depth=self.depth)
 
     def add_routes(self, app: web.Application) -> None:
         app.middlewares.append(self._rest_faults)
@@ -119,12 +143,22 @@ class PolymarketSimulator(SimServer):
         state = self.states[market.condition_id]
         ladder = state.ladder
         tops = tops_around(ladder.bids, ladder.asks, changes)
-        trade_at = self._pick_trade(changes, tops)
-        quoted = changes if trade_at is None else changes[:trade_at]
+        # A frame that ends a hold agrees with the book: no new sweep in it, so a
+        # disagreement lasts at most `sweep_lag_frames` frames, never a chain of them.
+        holding = self._lagged.holding(market.condition_id)
+        late = self._lagged.due(market.condition_id, changes)
+        swept = None if holding else self._lagged.pick(market.condition_id, changes, tops)
+        trade_at = None if swept is not None else self._pick_trade(changes, tops)
+        end = len(changes) if trade_at is None else trade_at
+        quoted = [(c, tops[k + 1]) for k, c in enumerate(changes[:end]) if k != swept]
+        quoted.extend((c, tops[-1]) for c in late)  # the truth now, which includes them
         timestamp = wire.now_ms_text()
         state.touch()
+        if swept is not None:
+            self._send_trade(state, changes[swept], timestamp)
+            self._flush_lagged_later(state)
         if quoted:
-            self._send_price_change(state, quoted, tops, timestamp)
+            self._send_price_change(state, quoted, timestamp)
         if trade_at is not None:
             self._send_trade(state, changes[trade_at], timestamp)
             self._send_books(state)
@@ -135,10 +169,33 @@ class PolymarketSimulator(SimServer):
             self.change_tick_size(market.condition_id, wanted)
         state.record_mid()
 
+    def trading(self, market: SimMarket) -> bool:
+        return lifecycle.trading(self.universe.lifecycle.phase(market))
+
+    def on_lifecycle(self, transition: Transition) -> None:
+        """`market_resolved` when the result is in, to custom-feature sockets holding either
+        token; the game's end before that is silent (the book just stops)."""
+        if transition.change is not Change.DETERMINED:
+            return
+        market = transition.market
+        listing = self.directory.by_condition[market.condition_id]
+        frame = Frame.build(lifecycle.market_resolved_event(
+            market=market, gamma_id=listing.gamma_id, event_id=listing.event_id, slug=listing.slug,
+            question=listing.question, yes_wins=self.universe.lifecycle.timetable(market).yes_wins,
+            timestamp=wire.now_ms_text()))
+        receivers = {conn for token in (market.yes_token_id, market.no_token_id)
+                     for conn in self._subscribers.get(token, ()) if conn.custom_features}
+        for conn in receivers:
+            conn.deliver(frame)
+
     # -- truth for tests ---------------------------------------------------------------------
     def true_book(self, token_id: str) -> tuple[dict[int, int], dict[int, int]]:
         """(bids, asks) of a token: prices in ticks of $0.0001, sizes in hundredths of a share."""
         return self.directory.by_token[token_id].token_book(token_id)
+
+    def subscribers(self, token_id: str) -> int:
+        """How many sockets are subscribed to the token now."""
+        return len(self._subscribers.get(token_id, ()))
 
     def tick_size(self, token_id: str) -> int:
         """The token's current tick in ticks of $0.0001 (100 = 0.01, 10 = 0.001)."""
@@ -164,11 +221,14 @@ class PolymarketSimulator(SimServer):
 
     # -- market events ---------------------------------------------------------------------------
     def change_tick_size(self, condition_id: str, new_tick: int) -> None:
-        """Re-grid a market: `tick_size_change` to both tokens now, fresh `book`s later.
+        """Re-grid a market: `tick_size_change` to both tokens now, fresh `book`s later
+        (for `book_after_tick_share` of the changes; otherwise none comes until a trade).
 
         The re-grid's level moves are not published as `price_change`: a client must
-        drop the token's book at the tick change and wait for the `book`, and level
+        drop the token's book at the tick change and get a fresh one, and level
         updates that arrive meanwhile (on the new grid) are what it must discard.
+        Held sweep removals are dropped: the re-grid may have merged a level onto
+        their price, and the client needs a full book anyway.
         """
         state = self.states[condition_id]
         old_tick = state.tick
@@ -187,6 +247,9 @@ class PolymarketSimulator(SimServer):
         state.tick = new_tick
         state.ladder.set_tick(new_tick)
         state.touch()
+        self._lagged.discard(condition_id)
+        if self._event_rng.random() >= self.book_after_tick_share:
+            return
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
 
@@ -207,8 +270,37 @@ class PolymarketSimulator(SimServer):
                 return k if self._event_rng.random() < self.trade_share else None
         return None
 
-    def _send_price_change(self, state: MarketState, changes: list[LevelChange],
-                           tops: list[tuple[int | None, int | None]], timestamp: str) -> None:
+    def _flush_lagged_later(self, state: MarketState) -> None:
+        """Send the held removals of a swept level after `sweep_lag_seconds` if no later
+        frame of the market carried them by then (a quiet market must not keep them)."""
+        timer: asyncio.TimerHandle | None = None
+
+        def flush() -> None:
+            if timer is not None:
+                self._timers.discard(timer)
+            self._send_late_removals(state)
+
+        timer = asyncio.get_running_loop().call_later(self.sweep_lag_seconds, flush)
+        self._timers.add(timer)
+
+    def _send_late_removals(self, state: MarketState) -> None:
+        """The removals still held back for the market, sent now with the current top."""
+        late = self._lagged.flush(state.market.condition_id)
+        if late:
+            top = state.yes_top()
+            self._send_price_change(state, [(c, top) for c in late], wire.now_ms_text())
+
+    def pause(self) -> None:
+        """Freeze the books after sending the removals sweeps still hold back: once
+        paused, no report of an earlier change is owed, so nothing moves on a client."""
+        super().pause()
+        for state in self.states.values():
+            self._send_late_removals(state)
+
+    def _send_price_change(self, state: MarketState, changes: list[tuple[LevelChange, Top]],
+                           timestamp: str) -> None:
+        """One `price_change` event: an entry per change and subscribed token, each with
+        the YES top after that change (mirrored for the NO token)."""
         market = state.market
         yes_subs = self._subscribers.get(market.yes_token_id, set())
         no_subs = self._subscribers.get(market.no_token_id, set())
@@ -216,15 +308,15 @@ class PolymarketSimulator(SimServer):
             return
         yes_entries: list[dict[str, str]] = []
         no_entries: list[dict[str, str]] = []
-        for k, change in enumerate(changes):
+        for change, top in changes:
             bid_level = change.side == "bid"
             if yes_subs:
-                bid, ask = tops[k + 1]
+                bid, ask = top
                 yes_entries.append(wire.price_change_entry(
                     asset_id=market.yes_token_id, price=change.price, size=change.new_size,
                     buy=bid_level, hash_=self._mint.next(), best_bid=bid, best_ask=ask))
             if no_subs:
-                bid, ask = mirror_top(tops[k + 1])
+                bid, ask = mirror_top(top)
                 no_entries.append(wire.price_change_entry(
                     asset_id=market.no_token_id, price=wire.mirror_price(change.price),
                     size=change.new_size, buy=not bid_level, hash_=self._mint.next(),
@@ -269,7 +361,9 @@ class PolymarketSimulator(SimServer):
             bare=self._event_rng.random() < BARE_PRICE_SHARE)
 
     def _send_books(self, state: MarketState) -> None:
-        """A full `book` per subscribed token: after a trade and after a tick change."""
+        """A full `book` per subscribed token: after a trade and after a tick change.
+        It carries the truth, so removals held back after a sweep are moot."""
+        self._lagged.discard(state.market.condition_id)
         for token in (state.market.yes_token_id, state.market.no_token_id):
             subscribers = self._subscribers.get(token)
             if subscribers:
@@ -293,7 +387,8 @@ class PolymarketSimulator(SimServer):
     # -- WebSocket ---------------------------------------------------------------------------------
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         if self.refuse_handshake():
-            return web.Response(status=503, text="503 Service Unavailable")
+            status = self.faults.refuse_status
+            return web.Response(status=status, text=f"{status} refused by the simulator's fault plan")
         ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT, max_msg_size=MAX_CLIENT_MESSAGE)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()

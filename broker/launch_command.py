@@ -65,6 +65,7 @@ class LaunchOptions:
     sim_seed: int
     sim_rate: float
     sim_faults: str
+    sim_activity: str | None
     dead_after: float
     duration: float | None
     display: str
@@ -123,6 +124,8 @@ async def run_launch(options: LaunchOptions, out: IO[str]) -> Supervisor:
                     str(options.sim_rate), "--fair-feed", fair_feed]
             if options.sim_faults:
                 args += ["--faults", options.sim_faults]
+            if options.sim_activity:
+                args += ["--activity", options.sim_activity]
             sim = await _start(supervisor, stop, Child("sim", args, {}, "Press Ctrl-C", [fair_feed]))
             if sim is None:
                 return supervisor
@@ -294,6 +297,8 @@ def _view_tasks(options: LaunchOptions, broker_endpoint: str, supervisor: Superv
 @click.option("--sim-rate", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Simulated book updates per second per market.")
 @click.option("--sim-faults", default="", metavar="KEY=VALUE,...", help="Fault plan for the simulators.")
+@click.option("--sim-activity", default=None, metavar="mix|KEY=VALUE,...",
+              help="Realistic simulated activity instead of every market at --sim-rate (see `arbees sim --help`).")
 @click.option("--dead-after", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds without a heartbeat before a worker is declared dead.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -312,7 +317,8 @@ def _view_tasks(options: LaunchOptions, broker_endpoint: str, supervisor: Superv
 @curve_dir_option
 def launch(workers: int, shards: int, transport: str, config: Path | None, venues: VenueEndpoints, live: bool,
            kalshi_series: tuple[str, ...], polymarket_tags: tuple[int, ...], polymarket_slugs: tuple[str, ...],
-           sim_markets: int, sim_seed: int, sim_rate: float, sim_faults: str, dead_after: float, duration: float | None, display: str,
+           sim_markets: int, sim_seed: int, sim_rate: float, sim_faults: str, sim_activity: str | None,
+           dead_after: float, duration: float | None, display: str,
            sort: str, refresh_hz: float, status_every: float, log_level: str, log_format: str,
            curve_dir: Path | None) -> None:
     """Run broker, workers and shards (and, with no venue configured, the simulators) until Ctrl-C."""
@@ -328,7 +334,8 @@ def launch(workers: int, shards: int, transport: str, config: Path | None, venue
         raise click.ClickException("--config and discovery name real markets: configure the venues too (--live, "
                                    "venue options, or the KALSHI_* / POLYMARKET_* environment variables)")
     out = sys.stdout
-    options = LaunchOptions(workers, shards, transport, config, venues, discovery, sim_markets, sim_seed, sim_rate, sim_faults,
+    options = LaunchOptions(workers, shards, transport, config, venues, discovery, sim_markets, sim_seed, sim_rate,
+                            sim_faults, sim_activity,
                             dead_after, duration, "table" if display == "table" or (display == "auto" and out.isatty())
                             else "lines", sort, refresh_hz, status_every, log_level, log_format,
                             load_curve(curve_dir))

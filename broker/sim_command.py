@@ -20,6 +20,7 @@ from broker.endpoints import EndpointError, is_local, is_loopback
 from broker.fair_publisher import FairFeedPublisher
 from broker.signals import install_stop_signals
 from markets.sim.polymarket import PolymarketFaultPlan
+from markets.sim.activity import ActivityMix
 from markets.sim.lifecycle import LifecycleConfig
 from markets.sim.sendlog import SendLog
 from markets.sim.venues import SimulatedVenues
@@ -61,7 +62,8 @@ def describe(venues: SimulatedVenues, rate: float, seed: int, fair_feed: str | N
     kalshi, poly = venues.kalshi, venues.polymarket
     return "\n".join([
         f"arbees sim: {len(venues.universe.markets)} markets on both venues, "
-        f"{rate:g} updates/s per market, seed {seed}",
+        + (f"{rate:g} updates/s per market" if venues.kalshi.activity is None else "a realistic activity mix")
+        + f", seed {seed}",
         f"Kalshi WebSocket:      {kalshi.ws_url}",
         f"Kalshi REST:           {kalshi.rest_url}",
         f"Polymarket WebSocket:  {poly.ws_url}",
@@ -95,6 +97,16 @@ async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int
     print("arbees sim: stopped", file=banner, flush=True)
 
 
+def _parse_activity(ctx: click.Context, param: click.Parameter, value: str | None) -> ActivityMix | None:
+    """None (every market at --rate), "mix" (the realistic defaults) or "key=value,..." of ActivityMix."""
+    if value is None:
+        return None
+    try:
+        return ActivityMix.parse("" if value == "mix" else value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 @click.command("sim")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--allow-remote", is_flag=True,
@@ -125,10 +137,13 @@ async def serve(venues: SimulatedVenues, banner: IO[str], rate: float, seed: int
 @click.option("--fair-interval", type=click.FloatRange(min=0, min_open=True), default=0.5,
               show_default=True, help="Seconds between full rounds of the fair-value feed "
                                       "(a value that moves goes out at once).")
+@click.option("--activity", callback=_parse_activity, default=None, metavar="mix|KEY=VALUE,...",
+              help="Realistic activity instead of every market at --rate: 'mix' (5% of markets change "
+                   "every ~0.3 s, the rest every ~3 min) or busy_share=,busy_interval=,quiet_interval=.")
 def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n_markets: int,
         rate: float, seed: int, faults: PolymarketFaultPlan, key_dir: Path | None,
         send_log_path: Path | None, control_port: int, fair_feed: str | None,
-        fair_interval: float, close_after: LifecycleConfig) -> None:
+        fair_interval: float, close_after: LifecycleConfig, activity: ActivityMix | None) -> None:
     """Run local Kalshi and Polymarket simulators until Ctrl-C."""
     if not is_loopback(host) and not allow_remote:
         raise click.BadParameter(f"{host!r} is not a loopback address; add --allow-remote to "
@@ -140,7 +155,7 @@ def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n
     venues = SimulatedVenues(n_markets=n_markets, seed=seed, rate=rate, host=host,
                              kalshi_port=kalshi_port, polymarket_port=polymarket_port,
                              faults=faults, key_dir=key_dir, send_log=send_log,
-                             control_port=control_port, lifecycle=close_after)
+                             control_port=control_port, lifecycle=close_after, activity=activity)
     feed = (FairFeedPublisher(venues.fairs, fair_feed, interval=fair_interval, allow_remote=allow_remote)
             if fair_feed is not None else None)
     try:

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Self
 
+from markets.sim.activity import ActivityMix
 from markets.sim.control import SimControlServer
 from markets.sim.faults import FaultPlan
 from markets.sim.gaps import Gap, GapControl, SimControlError
@@ -47,7 +48,8 @@ class SimulatedVenues:
                  host: str = "127.0.0.1", kalshi_port: int = 0, polymarket_port: int = 0,
                  faults: FaultPlan | None = None, key_dir: Path | None = None,
                  send_log: SendLog | None = None, universe: Universe | None = None,
-                 control_port: int | None = None, lifecycle: LifecycleConfig | None = None) -> None:
+                 control_port: int | None = None, lifecycle: LifecycleConfig | None = None,
+                 activity: ActivityMix | None = None) -> None:
         self.universe = (universe if universe is not None
                          else build_universe(n_markets, seed=seed, lifecycle=lifecycle))
         self.send_log = send_log if send_log is not None else SendLog()
@@ -55,10 +57,10 @@ class SimulatedVenues:
         self._temp_key_dir: Path | None = None
         self._key: tuple[str, Path] | None = None
         self.kalshi = KalshiSimulator(self.universe, host=host, port=kalshi_port, rate=rate,
-                                      seed=seed, faults=faults, send_log=self.send_log)
+                                      seed=seed, faults=faults, send_log=self.send_log, activity=activity)
         self.polymarket = PolymarketSimulator(
             self.universe, host=host, port=polymarket_port, rate=rate,
-            seed=seed + POLYMARKET_SEED_OFFSET, faults=faults, send_log=self.send_log)
+            seed=seed + POLYMARKET_SEED_OFFSET, faults=faults, send_log=self.send_log, activity=activity)
         self._gaps = GapControl(self.universe, {sim.venue: sim for sim in self._simulators})
         self._control = SimControlServer(self, control_port) if control_port is not None else None
 

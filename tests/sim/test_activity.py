@@ -72,3 +72,17 @@ async def test_a_simulator_with_the_mix_moves_busy_markets_and_leaves_quiet_ones
                              what="the busy markets to move")
         for ticker in set(sim.ladders) - busy:
             assert sim.book_levels(ticker) == before[ticker], ticker
+
+
+def test_simulated_venues_and_the_sim_command_take_the_mix() -> None:
+    from click.testing import CliRunner
+
+    from broker.cli import main
+    from markets.sim.venues import SimulatedVenues
+
+    mix = ActivityMix(busy_share=0.5)
+    venues = SimulatedVenues(n_markets=4, activity=mix)
+    assert venues.kalshi.activity == mix and venues.polymarket.activity == mix
+    assert sorted(venues.kalshi.mean_intervals or []) == [0.3, 0.3, 180.0, 180.0]
+    refused = CliRunner().invoke(main, ["sim", "--activity", "busy_share=2"])
+    assert refused.exit_code == 2 and "busy_share must be within [0, 1]" in refused.output

@@ -88,7 +88,7 @@ from markets.book import BookError, BookNotReady, KalshiOrderBook, LocalOrderBoo
 from markets.kalshi.auth import KalshiCredentials, signing_path
 from markets.kalshi.lifecycle import CHANNEL as LIFECYCLE
 from markets.kalshi.lifecycle import CLOSING_EVENTS, EVENT_FRAMES, REOPENING_EVENTS, LifecycleError, parse_lifecycle
-from markets.models import Platform, venue_timestamp_ms
+from markets.models import Platform, PriceStatus, venue_timestamp_ms
 from markets.ws_connection import WebSocketConnection
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ class _Subscription:
     channel: str
     tickers: list[str]
     seq: int = 0  # last seq seen; 0 = none yet (seq starts at 1)
+    unproven_ns: int = 0
+    """When an unreadable frame arrived that may have been this sid's (0: none since its last
+    frame): until its next frame shows an unbroken seq, its books' continuity is not proven."""
     departed: set[str] = field(default_factory=set)
     """Tickers removed from this sid (delete_markets): their frames may still be in
     flight. A frame naming a ticker neither here nor in `tickers` is the venue's error."""
@@ -151,7 +154,8 @@ class KalshiWebSocketClient(BaseWebSocketClient):
     def __init__(self, credentials: KalshiCredentials, *, url: str = KALSHI_WS_URL,
                  use_yes_price: bool = True, channels: Iterable[str] = (BOOK,),
                  markets_per_subscription: int = 100, command_rate: float = 20.0,
-                 command_burst: int = 40, lifecycle: bool = True, **options: Any) -> None:
+                 command_burst: int = 40, lifecycle: bool = True, unproven_grace: float = 2.0,
+                 **options: Any) -> None:
         chosen = tuple(dict.fromkeys(channels))
         unknown = [c for c in chosen if c not in CHANNELS]
         if unknown:
@@ -163,6 +167,8 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         if not command_rate > 0 or command_burst < 1:
             raise ValueError(f"command_rate must be > 0 and command_burst >= 1, "
                              f"got {command_rate!r} and {command_burst!r}")
+        if not unproven_grace > 0:
+            raise ValueError(f"unproven_grace must be > 0 seconds, got {unproven_grace!r}")
         if options.get("max_markets_per_connection") is not None:
             raise ValueError("Kalshi carries every subscription on one connection")
         # The venue pings every 10 s (protocols/kalshi.md §6): three missed pings end the session.
@@ -172,6 +178,8 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         self.markets_per_subscription = markets_per_subscription
         self.lifecycle = lifecycle
         """Subscribe `market_lifecycle_v2` on every session (see `_on_lifecycle`)."""
+        self.unproven_grace = unproven_grace
+        """Seconds a sid may stay without a frame after an unreadable one before it is resynced."""
         self.command_rate = command_rate
         self.command_burst = command_burst
         self.commands_sent = 0
@@ -283,9 +291,18 @@ class KalshiWebSocketClient(BaseWebSocketClient):
         return admitted
 
     def _check_markets(self, connection: WebSocketConnection, now: int) -> None:
-        """Snapshot requests still held by the command budget have not started waiting."""
+        """Snapshot requests still held by the command budget have not started waiting; sids
+        left unproven by an unreadable frame for `unproven_grace` are resynced."""
         for tickers in self._queued.values():
             self._restart_snapshot_wait(tickers, now)
+        grace = int(self.unproven_grace * 1_000_000_000)
+        for sub in self._subs.values():
+            if sub.unproven_ns and now - sub.unproven_ns >= grace:
+                sub.unproven_ns = 0
+                live = [t for t in sub.tickers
+                        if (book := self._books.get(t)) is not None and book.status is PriceStatus.LIVE]
+                if live:
+                    self._resync(live, f"sid {sub.sid} silent since an unreadable frame")
         super()._check_markets(connection, now)
 
     def _accepted(self) -> None:
@@ -380,14 +397,28 @@ class KalshiWebSocketClient(BaseWebSocketClient):
 
     # -- frames ---------------------------------------------------------------------
 
+    def _lost_unknown_frame(self) -> None:
+        """A frame nobody can read may have carried any subscription's next update. The next
+        frame of that sid shows the gap by its seq (and resyncs it), so a busy sid needs
+        nothing more; but a quiet market may send no next frame for minutes while its book
+        stays LIVE on the strength of a seq that is now missing a frame. Every sid is marked
+        unproven; one still without a frame after `unproven_grace` is resynced
+        (`_check_markets`)."""
+        now = time.time_ns()
+        for sub in self._subs.values():
+            if sub.channel == BOOK and not sub.unproven_ns:
+                sub.unproven_ns = now
+
     def _handle_message(self, data: str, recv_ns: int) -> None:
         try:
             frame = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             self._reject("truncated_json" if exc.pos >= len(data) else "malformed_json", exc, data)
+            self._lost_unknown_frame()
             return
         if type(frame) is not dict:
             self._reject("not_an_object", type(frame).__name__, data)
+            self._lost_unknown_frame()
             return
         frame_type = frame.get("type")
         # Only a string names a handler: a list here is unhashable, and a number or
@@ -427,10 +458,12 @@ class KalshiWebSocketClient(BaseWebSocketClient):
             # jump ahead would otherwise make every later frame look like a duplicate).
             self.stats.gaps += 1
             sub.seq = seq
+            sub.unproven_ns = 0
             self._consumed = sub
             self._resync([t for t in sub.tickers if t != snapshot_of], f"sid {sid} seq {last} -> {seq}")
             return sub if snapshot_of is not None else None
         sub.seq = seq
+        sub.unproven_ns = 0
         self._consumed = sub
         return sub
 

@@ -4,22 +4,18 @@ The client learns that a frame was lost from the seq of the next frame of the sa
 An unparseable frame (malformed or truncated JSON) names no sid, so when it is the
 sid's last frame for a while (a quiet market, or the simulators paused at the end of a
 fault test), the book it should have changed stays wrong, and the client keeps it LIVE:
-`_on_quiet` trusts the sid's seq, which has not shown the gap yet. Marked xfail (strict)
-as a known venue-layer gap found by tests/runtime/test_faults.py: a fix (for instance
-re-snapshotting every sid of the socket on an unparseable frame) turns it into a pass,
-and strictness then asks for the marker to go.
+`_on_quiet` trusts the sid's seq, which has not shown the gap yet. Found by
+tests/runtime/test_faults.py; the client now resyncs every LIVE book of the socket on a
+frame it cannot read.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from markets.models import TICKS_PER_DOLLAR, PriceStatus
 from markets.sim.faults import FaultPlan
 from tests.clients.conftest import WskMakeClient, WskStartSim, wsk_eventually
 
 
-@pytest.mark.xfail(strict=True, reason="venue-layer gap: an unparseable last frame of a sid is never noticed")
 async def test_an_unparseable_last_frame_does_not_leave_a_wrong_book_live(
         wsk_start_sim: WskStartSim, wsk_make_client: WskMakeClient) -> None:
     sim = await wsk_start_sim(n_markets=2, seed=3, rate=0.0)

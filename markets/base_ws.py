@@ -529,6 +529,8 @@ class BaseWebSocketClient(abc.ABC):
         market_id = price.market_id
         if self._awaiting and book.status is _LIVE:  # a snapshot landed: the wait is over
             self._awaiting.pop(market_id, None)
+            if not self._awaiting:
+                self._sessions_delivered()
         if book.is_crossed:
             withheld = self._withhold_crossed(book, price, recv_ns)
             if withheld is None:
@@ -594,6 +596,13 @@ class BaseWebSocketClient(abc.ABC):
                    if first_ns <= deadline and m in connection.markets]
         if expired:
             self._resync_crossed(expired)
+
+    def _sessions_delivered(self) -> None:
+        """Every awaited snapshot has landed: each open session has proved itself, so its
+        reconnect backoff may start again from the bottom (`WebSocketConnection.delivered`)."""
+        for connection in self._connections:
+            if connection.connected:
+                connection.delivered = True
 
     def _resync(self, market_ids: Iterable[str], reason: str, *, restart: bool = False) -> None:
         """The books of these markets are known to be wrong: drop their levels (RESYNCING,

@@ -24,8 +24,8 @@ be written within `send_timeout` (a peer that stopped reading would otherwise ho
 the sender, and with it the timers, forever), or a resync that could not be
 repaired -- takes the same path: the supervisor cancels both children,
 closes the socket, marks the connection's books STALE (and emits that), waits an
-exponential backoff with jitter (reset only once a session stayed up for
-`healthy_after` seconds), and connects again. There is no detached reconnect task
+exponential backoff with jitter (reset once a session delivered every snapshot it
+awaited, or stayed up for `healthy_after` seconds), and connects again. There is no detached reconnect task
 and no second reader. Handshakes refused for our credentials (the client's
 `_is_auth_refusal`: 401/403 by default, never on a public feed, where a 403/429
 comes from a CDN and is a backoff) are counted; after `max_auth_failures` in a
@@ -79,6 +79,12 @@ class WebSocketConnection:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.sessions = 0
         self.connected_ns = 0
+        self.delivered = False
+        """This session brought every awaited snapshot: it worked, whatever ended it, so the
+        next reconnect starts from the bottom of the backoff. Without it, a venue that drops
+        connections every few seconds would push every reconnect to the backoff's ceiling
+        although each session streams fine (found by the soak); `healthy_after` still resets
+        it for sessions that never had anything to await."""
         self.last_frame_ns = 0
         self.last_ping_ns = 0
         self.established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -172,8 +178,9 @@ class WebSocketConnection:
                 else:
                     auth_failures = 0
                     started = loop.time()
+                    self.delivered = False
                     await self._run_session(ws)
-                    if loop.time() - started >= client.healthy_after:
+                    if self.delivered or loop.time() - started >= client.healthy_after:
                         attempt = 0
                 delay = client._backoff_delay(attempt)
                 attempt += 1

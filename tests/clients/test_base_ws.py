@@ -420,3 +420,17 @@ async def test_handler_bugs_are_counted_every_time_but_logged_at_a_bounded_rate(
         await wsk_eventually(lambda: client.latest_price("m1") is not None)
     assert client.stats.rejected["handler_error"] == 50
     assert len([r for r in caplog.records if "handler failed" in r.getMessage()]) == 1
+
+
+async def test_a_session_that_delivered_its_snapshots_resets_the_backoff(wsk_venue: WskScriptedVenue,
+                                                                        make_toy: Any) -> None:
+    wsk_venue.refuse = [503, 503]
+    client = make_toy(wsk_venue.url, healthy_after=30.0)
+    await client.subscribe(["m1"])
+    conn, _ = await subscribed(wsk_venue)
+    assert client.backoff_attempts == [0, 1]
+    await conn.send({"m": "m1", "bid": "0.40", "ask": "0.42"})
+    await wsk_eventually(lambda: client.book("m1").status is PriceStatus.LIVE, what="m1 LIVE")
+    await conn.close()  # short, but it streamed: the next reconnect starts from the bottom
+    await subscribed(wsk_venue)
+    assert client.backoff_attempts == [0, 1, 0]

@@ -162,16 +162,20 @@ class PriceSubscriber:
             control.connect(self.broker)
             self._sub = zmq.Socket.shadow(sub.underlying)
             next_beat = 0.0
+            poller, watched = zmq.asyncio.Poller(), ()
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= next_beat:
                     self._send_hello(control)
                     next_beat = now + self.heartbeat
                     self._maintain(time.time_ns())
-                # Rebuilt per round: the directory may have closed or opened snapshot sockets since.
-                poller = zmq.asyncio.Poller()
-                for sock in (sub, control, *self._snap.values()):
-                    poller.register(sock, zmq.POLLIN)
+                # Rebuilt only when the directory closed or opened snapshot sockets: a new
+                # Poller per round costs the hot path more than the drain it guards.
+                polled = (sub, control, *self._snap.values())
+                if polled != watched:
+                    poller, watched = zmq.asyncio.Poller(), polled
+                    for sock in polled:
+                        poller.register(sock, zmq.POLLIN)
                 ready = dict(await poller.poll(timeout=max(1, int((next_beat - time.monotonic()) * 1000))))
                 if sub in ready:
                     self._drain_prices()

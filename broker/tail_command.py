@@ -28,6 +28,7 @@ from broker.endpoints import EndpointError, find_broker
 from broker.launch_view import describe_signal
 from broker.protocol import MAX_CONTROL_BYTES, MarketKey, key_text
 from broker.roles import curve_dir_option, load_curve, run_foreground, run_role
+from broker.tasks import run_until_stopped
 from broker.universe import Game
 from markets.models import MarketPrice
 from shard.subscriber import Directory, PriceSubscriber
@@ -114,10 +115,7 @@ class Tail:
             except TimeoutError:
                 raise BrokerUnreachable(f"no answer from the broker at {self.subscriber.broker} within "
                                         f"{timeout:g} s: is `arbees launch` (or `arbees broker`) running?") from None
-            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.done.wait())]
-            await asyncio.wait([*waiters, *tasks], timeout=duration, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+            await run_until_stopped(tasks, stop, also=(self.done,), timeout=duration)
         finally:
             stop.set()
             for task in tasks:

@@ -24,6 +24,7 @@ import zmq.asyncio
 from broker import security
 from broker.endpoints import bind, remove_ipc_file
 from broker.protocol import MAX_CONTROL_BYTES, MarketKey
+from broker.tasks import run_until_stopped
 from broker.universe import Game
 from markets.models import MarketPrice, Platform
 from shard import fair_feed
@@ -96,16 +97,9 @@ class GameShard:
                 self._fair_sub = fair_sub
                 tasks.append(asyncio.create_task(self._fair_loop(fair_sub, stop), name="shard-fair"))
             try:
-                done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())],
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task in tasks:
-                        task.result()
+                await run_until_stopped(tasks, stop)
             finally:
                 stop.set()
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             pub.close(linger=0)
             fair_sub.close(linger=0)

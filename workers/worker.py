@@ -33,6 +33,7 @@ from broker import protocol, security
 from broker.endpoints import bind, remove_ipc_file, sender
 from broker.price_sources import KalshiEndpoint, PolymarketEndpoint
 from broker.protocol import MarketKey, ProtocolError, key_text
+from broker.tasks import run_until_stopped
 from markets.models import Platform
 from markets.ws_stats import LogLimiter
 from workers.feeds import VenueFeeds
@@ -111,19 +112,9 @@ class Worker:
             self._register()
             tasks = [asyncio.create_task(self._control_loop(control, stop), name="worker-control"),
                      asyncio.create_task(self._snapshot_loop(snap, stop), name="worker-snapshots")]
-            stopped = asyncio.create_task(stop.wait())
-            try:
-                # A loop that fails ends the worker (and the launcher restarts it) rather than leaving
-                # a worker that publishes but no longer answers the broker or snapshot requests.
-                done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is not stopped:
-                        task.result()
-            finally:
-                stopped.cancel()
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            # A loop that fails ends the worker (and the launcher restarts it) rather than leaving
+            # a worker that publishes but no longer answers the broker or snapshot requests.
+            await run_until_stopped(tasks, stop)
         finally:
             if self.feeds is not None:
                 await self.feeds.close()

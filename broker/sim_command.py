@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -19,9 +20,9 @@ import click
 from broker.endpoints import EndpointError, is_local, is_loopback
 from broker.fair_publisher import FairFeedPublisher
 from broker.signals import install_stop_signals
-from markets.sim.polymarket import PolymarketFaultPlan
 from markets.sim.activity import ActivityMix
 from markets.sim.lifecycle import LifecycleConfig
+from markets.sim.polymarket import PolymarketFaultPlan
 from markets.sim.sendlog import SendLog
 from markets.sim.venues import SimulatedVenues
 
@@ -159,7 +160,7 @@ def sim(host: str, allow_remote: bool, kalshi_port: int, polymarket_port: int, n
     feed = (FairFeedPublisher(venues.fairs, fair_feed, interval=fair_interval, allow_remote=allow_remote)
             if fair_feed is not None else None)
     try:
-        asyncio.run(serve(venues, click.get_text_stream("stdout"), rate, seed, feed))
+        asyncio.run(serve(venues, sys.stdout, rate, seed, feed))
     except OSError as exc:
         raise click.ClickException(f"cannot start the simulators: {exc}") from None
     except EndpointError as exc:

@@ -11,8 +11,7 @@ from broker.broker import Broker
 from broker.discovery import DiscoveryPlan, discover_games
 from broker.metrics import serve_metrics
 from broker.role_metrics import BrokerCollector
-from broker.roles import (curve_dir_option, insecure_option, load_curve, log_format_option, log_level_option,
-                          metrics_port_option, run_role, setup_logging)
+from broker.roles import load_curve, role_options, run_role, setup_logging
 from broker.universe import ConfigError, Game, games_from_config, load_config, sim_games
 from broker.venue_options import VenueEndpoints, parse_id_list, venue_options
 from markets.base import VenueError
@@ -64,11 +63,7 @@ def load_games(config: Path | None, plan: DiscoveryPlan, venues: VenueEndpoints,
 @click.option("--grace", type=click.FloatRange(min=0), default=None,
               help="Seconds after start before unclaimed markets are placed (default: 3 heartbeats), so a "
                    "restarted broker adopts what running workers publish instead of moving it.")
-@insecure_option
-@curve_dir_option
-@metrics_port_option
-@log_level_option
-@log_format_option
+@role_options
 def broker(endpoint: str, config: Path | None, kalshi_series: tuple[str, ...], polymarket_tags: tuple[int, ...],
            polymarket_slugs: tuple[str, ...], max_markets: int, venues: VenueEndpoints, sim_markets: int,
            sim_seed: int, dead_after: float, heartbeat: float, grace: float | None, allow_remote: bool,

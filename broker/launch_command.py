@@ -28,12 +28,23 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from broker.endpoints import EndpointError, clear_current, new_runtime_dir, write_current
+from broker import security
+from broker.endpoints import (
+    EndpointError,
+    clear_current,
+    new_runtime_dir,
+    write_current,
+)
 from broker.launch_view import LaunchModel, run_lines, run_table
 from broker.launcher import Child, LaunchError, Supervisor
-from broker import security
 from broker.protocol import MAX_CONTROL_BYTES
-from broker.roles import curve_dir_option, load_curve, log_format_option, run_foreground, setup_logging
+from broker.roles import (
+    curve_dir_option,
+    load_curve,
+    log_format_option,
+    run_foreground,
+    setup_logging,
+)
 from broker.signals import install_stop_signals
 from broker.universe import ConfigError, games_from_config, load_config
 from broker.venue_options import (

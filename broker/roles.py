@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -80,3 +80,14 @@ insecure_option = click.option("--insecure-no-curve", "allow_remote", is_flag=Tr
 metrics_port_option = click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                                    help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: any free "
                                         "port, logged); off by default.")
+heartbeat_option = click.option("--heartbeat", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+                                help="Seconds between heartbeats to the broker.")
+
+
+def role_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every role process takes: Curve keys (or the named risk of going without),
+    metrics, and logging."""
+    for option in reversed((insecure_option, curve_dir_option, metrics_port_option, log_level_option,
+                            log_format_option)):
+        command = option(command)
+    return command

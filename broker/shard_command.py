@@ -12,8 +12,13 @@ import click
 from broker.broker_command import DEFAULT_BROKER_ENDPOINT
 from broker.metrics import serve_metrics
 from broker.role_metrics import ShardCollector
-from broker.roles import (curve_dir_option, insecure_option, load_curve, log_format_option, log_level_option,
-                          metrics_port_option, run_role, setup_logging)
+from broker.roles import (
+    heartbeat_option,
+    load_curve,
+    role_options,
+    run_role,
+    setup_logging,
+)
 from broker.venue_options import parse_id_list
 from loadtest.instrument import LatencyLog, flush_every
 from shard.game_shard import GameShard
@@ -38,17 +43,12 @@ from shard.signals import FeeSchedule
               help="Model edge: least net edge per contract, in cents, to signal.")
 @click.option("--polymarket-fee-bps", type=click.IntRange(min=0, max=10_000), default=0, show_default=True,
               help="Polymarket taker fee in basis points of notional.")
-@click.option("--heartbeat", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
-              help="Seconds between heartbeats to the broker.")
+@heartbeat_option
 @click.option("--rcvhwm", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Price messages queued for this shard before ZeroMQ drops (seen as gaps, then resynced).")
-@insecure_option
-@curve_dir_option
-@metrics_port_option
+@role_options
 @click.option("--latency-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Measurement only (`arbees load`): append one line per price record received to this file.")
-@log_level_option
-@log_format_option
 def shard(shard_id: str | None, broker_endpoint: str, signals: str, fair_feed: str | None, games: tuple[str, ...],
           max_age: float, min_edge: float, model_threshold: float, polymarket_fee_bps: int, heartbeat: float,
           rcvhwm: int, allow_remote: bool, curve_dir: Path | None, metrics_port: int | None,

@@ -18,7 +18,12 @@ from urllib.parse import urlsplit
 import click
 
 from broker.price_sources import KalshiEndpoint, PolymarketEndpoint
-from markets.kalshi.auth import ENV_KEY_ID, ENV_PRIVATE_KEY_PATH, KalshiAuthError, KalshiCredentials
+from markets.kalshi.auth import (
+    ENV_KEY_ID,
+    ENV_PRIVATE_KEY_PATH,
+    KalshiAuthError,
+    KalshiCredentials,
+)
 from markets.kalshi.client import KALSHI_REST_URL
 from markets.kalshi.ws_client import KALSHI_WS_URL
 from markets.polymarket.client import POLYMARKET_CLOB_URL, POLYMARKET_GAMMA_URL

@@ -12,8 +12,13 @@ import click
 from broker.broker_command import DEFAULT_BROKER_ENDPOINT
 from broker.metrics import serve_metrics
 from broker.role_metrics import WorkerCollector
-from broker.roles import (curve_dir_option, insecure_option, load_curve, log_format_option, log_level_option,
-                          metrics_port_option, run_role, setup_logging)
+from broker.roles import (
+    heartbeat_option,
+    load_curve,
+    role_options,
+    run_role,
+    setup_logging,
+)
 from broker.venue_options import VenueEndpoints, venue_options
 from loadtest.instrument import FrameLog, flush_every
 from workers.worker import Worker
@@ -28,18 +33,13 @@ from workers.worker import Worker
               help="Snapshot service endpoint to bind.")
 @click.option("--capacity", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Most markets this worker takes.")
-@click.option("--heartbeat", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
-              help="Seconds between heartbeats to the broker.")
+@heartbeat_option
 @click.option("--pub-hwm", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Messages queued per subscriber before the PUB socket drops for it.")
-@insecure_option
-@curve_dir_option
-@metrics_port_option
+@role_options
 @click.option("--frame-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Measurement only (`arbees load`): append when each venue frame was read to this file.")
 @venue_options
-@log_level_option
-@log_format_option
 def worker(worker_id: str | None, broker_endpoint: str, pub: str, snapshot: str, capacity: int, heartbeat: float,
            pub_hwm: int, allow_remote: bool, frame_log: Path | None, venues: VenueEndpoints, log_level: str,
            log_format: str, curve_dir: Path | None, metrics_port: int | None) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgpack
 import pytest
 
 from broker import protocol
@@ -203,3 +204,44 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert not running.unclean, f"did not stop on SIGTERM: {running.unclean}"
     leftovers = list(running.rundir.iterdir())
     assert not leftovers, f"ipc files left behind: {leftovers}"
+
+
+def next_arbitrage(game_id: str, signal_endpoints: list[str], trigger: Callable[[], None],
+                   timeout: float = READY_TIMEOUT) -> dict[str, Any] | None:
+    """Subscribe to `game_id`'s signals on the given shards, run `trigger` once the subscription
+    has reached them, and return the first arbitrage signal that follows (None by `timeout`)."""
+    import zmq
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, f"signal/{game_id}|".encode())
+        for endpoint in signal_endpoints:
+            sub.connect(endpoint)
+        time.sleep(0.3)  # the subscription reaches the PUBs
+        trigger()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sub.poll(500):
+                body = msgpack.unpackb(sub.recv_multipart()[1], raw=False)
+                if body["kind"] == "arbitrage":
+                    return body
+        return None
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+
+
+@contextlib.contextmanager
+def ctrl_c_after(launch: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Run the body, then stop `arbees launch` as a user does (SIGINT, up to 30 s); its process
+    group is killed only if it is still running after that, or if the body failed."""
+    try:
+        yield
+        launch.send_signal(signal.SIGINT)
+        launch.wait(timeout=30)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()

@@ -31,7 +31,14 @@ from markets import codec
 from markets.models import MarketPrice
 from shard.fair_feed import fair_topic
 from tests.runtime.conftest import Cluster, wait_for
-from tests.runtime.fuzz_frames import Junk, bad_owned, bad_payload, is_count, is_text, record
+from tests.runtime.fuzz_frames import (
+    Junk,
+    bad_owned,
+    bad_payload,
+    is_count,
+    is_text,
+    record,
+)
 
 SEED = 20261130
 FRAMES = 3000

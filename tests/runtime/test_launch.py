@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import wait_for
+from tests.runtime.conftest import ctrl_c_after, wait_for
 
 ARBEES = [sys.executable, "-m", "broker"]
 
@@ -46,7 +46,7 @@ def test_launch_streams_restarts_a_dead_child_and_leaves_nothing_on_ctrl_c(tmp_p
                               stderr=err, env=env, start_new_session=True)
     out.close()
     err.close()
-    try:
+    with ctrl_c_after(launch):
         wait_for(lambda: "40/40 markets live" in (tmp_path / "out.txt").read_text(), 60,
                  "the launch to show all 40 markets live")
         current = json.loads((base / "current.json").read_text())
@@ -68,13 +68,6 @@ def test_launch_streams_restarts_a_dead_child_and_leaves_nothing_on_ctrl_c(tmp_p
         wait_for(lambda: "1 restarts" in (tmp_path / "out.txt").read_text(), 30, "the launcher to restart w0")
         wait_for(lambda: len(children_of(launch.pid)) == 6, 30, "the restarted worker to run")
         children |= children_of(launch.pid)
-
-        launch.send_signal(signal.SIGINT)
-        launch.wait(timeout=30)
-    finally:
-        if launch.poll() is None:
-            os.killpg(launch.pid, signal.SIGKILL)
-            launch.wait()
     assert launch.returncode == 0, (tmp_path / "err.txt").read_text()[-3000:]
     assert not [pid for pid in children if alive(pid)], "role processes outlived the launcher"
     leftovers = [p for p in base.rglob("*")]

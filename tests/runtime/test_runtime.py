@@ -13,14 +13,13 @@ import signal
 import time
 from collections import Counter
 
-import msgpack
 import zmq
 
 from broker import protocol
 from markets import codec
 from markets.models import TICKS_PER_DOLLAR, MarketPrice, Platform, PriceStatus
 from shard.signals import kalshi_taker_fee
-from tests.runtime.conftest import Cluster, wait_for
+from tests.runtime.conftest import Cluster, next_arbitrage, wait_for
 
 MARKETS = 40  # 20 simulated games, each on both venues
 SETTLE = 30.0
@@ -202,26 +201,9 @@ def test_a_cross_venue_gap_produces_a_signal_with_the_kalshi_fee(cluster: Cluste
     start(cluster, rate=1.0)
     status = wait_for(lambda: cluster.in_step(["s0", "s1"], MARKETS), SETTLE, "the cluster to settle")
     game = _game_ids()[0]
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    try:
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, f"signal/{game}|".encode())
-        for shard in status["shards"].values():
-            sub.connect(shard["signals"])
-        time.sleep(0.3)  # the subscription reaches the PUBs
-        cluster.control("POST", "gap", {"game_id": game, "venue": "polymarket", "cents": 5})
-        signal_body = None
-        deadline = time.monotonic() + SETTLE
-        while signal_body is None and time.monotonic() < deadline:
-            if sub.poll(500):
-                body = msgpack.unpackb(sub.recv_multipart()[1], raw=False)
-                if body["kind"] == "arbitrage":
-                    signal_body = body
-        assert signal_body is not None, "no arbitrage signal after opening a 5-cent gap"
-    finally:
-        sub.close(linger=0)
-        ctx.term()
+    signal_body = next_arbitrage(game, [s["signals"] for s in status["shards"].values()], lambda: cluster.control(
+        "POST", "gap", {"game_id": game, "venue": "polymarket", "cents": 5}), SETTLE)
+    assert signal_body is not None, "no arbitrage signal after opening a 5-cent gap"
     contracts = signal_body["contracts"]
     (kalshi_leg,) = [leg for leg in signal_body["legs"] if leg["platform"] == "kalshi"]
     fee_cents = kalshi_taker_fee(contracts, round(kalshi_leg["price"] * TICKS_PER_DOLLAR))

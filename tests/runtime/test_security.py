@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from broker import protocol
 from broker.broker_client import ask_broker
 from broker.keys_command import write_keys
 from broker.security import load_keys
-from tests.runtime.conftest import Cluster, wait_for
+from tests.runtime.conftest import Cluster, ctrl_c_after, wait_for
 
 MARKETS = 40
 SETTLE = 40.0
@@ -280,14 +279,8 @@ def test_launch_runs_every_role_with_curve_and_json_logs(tmp_path: Path) -> None
                                    "--log-format", "json", "--log-level", "info", "--status-every", "0.5"],
                                   stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
                                   start_new_session=True)
-    try:
+    with ctrl_c_after(launch):
         wait_for(lambda: "40/40 markets live" in out.read_text(), 60, "the keyed launch to show all markets live")
-        launch.send_signal(signal.SIGINT)
-        launch.wait(timeout=30)
-    finally:
-        if launch.poll() is None:
-            os.killpg(launch.pid, signal.SIGKILL)
-            launch.wait()
     assert launch.returncode == 0, err.read_text()[-3000:]
     roles: Counter[str] = Counter()
     for line in err.read_text().splitlines():
